@@ -1,0 +1,346 @@
+/*
+ * kvc.h — the public C ABI of libkvc: GPT-NeoX (Pythia) inference with KV-cache eviction.
+ *
+ * Conventions (they hold for every function below):
+ *  - C99. Opaque handles; no C++ types, exceptions or ownership transfers of library memory.
+ *  - Every function that can fail returns a kvc_status. On failure, kvc_last_error() returns a
+ *    message for the calling thread that names the file, tensor, key or value involved and what
+ *    was expected. The message stays valid until the next failing call on that thread.
+ *  - Every struct passed in or out starts with `size_t struct_size`, set by the caller to
+ *    sizeof(the struct) (use the *_init functions). Structs only grow at the end, so a caller
+ *    built against an older header keeps working with a newer library.
+ *  - Output buffers are caller-owned. Where a result's size is not known in advance, the
+ *    function reports the needed size and returns KVC_ERR_BUFFER_TOO_SMALL if it does not fit.
+ *  - Threads: a kvc_model may be shared by any number of threads and sessions at once (it is
+ *    immutable after load). A kvc_session must be used by one thread at a time.
+ *  - Lifetime: free every session of a model before freeing the model.
+ *
+ * A minimal program:
+ *
+ *     kvc_model *model; kvc_session *session;
+ *     if (kvc_model_load("models/kjv-mini", NULL, &model) != KVC_OK) {
+ *       fprintf(stderr, "%s\n", kvc_last_error()); return 1;
+ *     }
+ *     kvc_session_options so; kvc_session_options_init(&so);
+ *     so.policy = "streaming";
+ *     kvc_param params[] = {{"start_size", "4"}, {"recent_size", "252"}};
+ *     so.params = params; so.n_params = 2;
+ *     kvc_session_create(model, &so, &session);
+ *     ... kvc_tokenize(kvc_model_tokenizer(model), ...); kvc_session_score(session, ...) ...
+ *     kvc_session_free(session); kvc_model_free(model);
+ */
+#ifndef KVC_KVC_H
+#define KVC_KVC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define KVC_API __declspec(dllexport)
+#else
+#define KVC_API __attribute__((visibility("default")))
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Versions and errors
+ * ------------------------------------------------------------------------------------------- */
+
+/* The ABI major changes on any incompatible change; the minor when something is appended. */
+#define KVC_ABI_VERSION_MAJOR 1
+#define KVC_ABI_VERSION_MINOR 0
+
+/* (major << 16) | minor of the loaded library. Compare the major with KVC_ABI_VERSION_MAJOR. */
+KVC_API uint32_t kvc_abi_version(void);
+/* Human-readable library version, e.g. "0.1.0". Static storage. */
+KVC_API const char *kvc_version_string(void);
+
+typedef enum kvc_status {
+  KVC_OK = 0,
+  KVC_ERR_INVALID_ARGUMENT = 1, /* a NULL handle, a bad option value, a bad token id, ... */
+  KVC_ERR_IO = 2,               /* a file or folder could not be opened or read */
+  KVC_ERR_FORMAT = 3,           /* a file is malformed (JSON, safetensors, TOML, tokenizer) */
+  KVC_ERR_UNSUPPORTED = 4,      /* valid input that kvc does not support (architecture, dtype) */
+  KVC_ERR_NOT_FOUND = 5,        /* a named thing does not exist (policy, tensor, backend) */
+  KVC_ERR_OUT_OF_RANGE = 6,     /* a value outside its allowed range (token id, position) */
+  KVC_ERR_BUFFER_TOO_SMALL = 7, /* the caller's output buffer is too small; size reported */
+  KVC_ERR_POLICY = 8,           /* a policy plugin failed or returned an invalid plan */
+  KVC_ERR_BACKEND = 9,          /* the compute backend failed (e.g. a CUDA error) */
+  KVC_ERR_OUT_OF_MEMORY = 10,
+  KVC_ERR_INTERNAL = 11
+} kvc_status;
+
+/* The calling thread's message for its last failed call ("" if none). Never NULL. */
+KVC_API const char *kvc_last_error(void);
+/* Stable name of a status, e.g. "KVC_ERR_FORMAT". Never NULL. */
+KVC_API const char *kvc_status_name(kvc_status status);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tokenizer (Hugging Face tokenizer.json, byte-level BPE)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct kvc_tokenizer kvc_tokenizer;
+
+/* Loads a tokenizer.json file. Free with kvc_tokenizer_free. */
+KVC_API kvc_status kvc_tokenizer_load(const char *path, kvc_tokenizer **out);
+KVC_API void kvc_tokenizer_free(kvc_tokenizer *tokenizer);
+
+/* Encodes UTF-8 text (no special tokens are added). Invalid UTF-8 is decoded with U+FFFD
+ * replacement, like Python's bytes.decode("utf-8", errors="replace"). Writes at most
+ * `capacity` ids; `*n_ids` receives the number of ids of the encoding (also when
+ * KVC_ERR_BUFFER_TOO_SMALL is returned, so a caller can retry with a larger buffer). */
+KVC_API kvc_status kvc_tokenize(const kvc_tokenizer *tokenizer, const char *text,
+                                size_t text_len, int32_t *ids, size_t capacity, size_t *n_ids);
+
+/* Decodes ids to UTF-8 text (not NUL-terminated unless room is left; `*text_len` is the
+ * length without a terminator). Same buffer protocol as kvc_tokenize. */
+KVC_API kvc_status kvc_detokenize(const kvc_tokenizer *tokenizer, const int32_t *ids,
+                                  size_t n_ids, char *text, size_t capacity, size_t *text_len);
+
+/* Number of ids the tokenizer can produce (highest id + 1). */
+KVC_API int32_t kvc_tokenizer_vocab_size(const kvc_tokenizer *tokenizer);
+/* Id of an exact token string (as it appears in the vocabulary), or -1. */
+KVC_API int32_t kvc_tokenizer_token_to_id(const kvc_tokenizer *tokenizer, const char *token);
+
+/* ---------------------------------------------------------------------------------------------
+ * Model
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct kvc_model kvc_model;
+
+typedef enum kvc_backend {
+  KVC_BACKEND_AUTO = 0, /* CUDA if a usable GPU and the CUDA backend are present, else CPU */
+  KVC_BACKEND_CPU = 1,
+  KVC_BACKEND_CUDA = 2
+} kvc_backend;
+
+typedef enum kvc_dtype {
+  KVC_DTYPE_AUTO = 0, /* the backend's default: float32 on the CPU, float16 on CUDA */
+  KVC_DTYPE_F32 = 1,
+  KVC_DTYPE_BF16 = 2,
+  KVC_DTYPE_F16 = 3
+} kvc_dtype;
+
+typedef struct kvc_model_options {
+  size_t struct_size;
+  kvc_backend backend;
+  kvc_dtype weight_dtype; /* weights are converted to this while loading */
+  int32_t n_threads;      /* CPU worker threads; 0 = one per core */
+  int32_t device;         /* CUDA device ordinal */
+  uint64_t seed;          /* weights of "synthetic:" models */
+} kvc_model_options;
+
+KVC_API void kvc_model_options_init(kvc_model_options *options);
+
+/* Loads a model.
+ *  - A Hugging Face folder: config.json plus model.safetensors, or shards listed in
+ *    model.safetensors.index.json. A tokenizer.json in the folder is loaded too.
+ *  - "synthetic:pythia-70m" ... "synthetic:pythia-12b": the exact Pythia shapes with random
+ *    weights from options->seed; no files, no tokenizer. For benchmarks.
+ * `options` may be NULL for defaults. */
+KVC_API kvc_status kvc_model_load(const char *path, const kvc_model_options *options,
+                                  kvc_model **out);
+KVC_API void kvc_model_free(kvc_model *model);
+
+typedef struct kvc_model_info {
+  size_t struct_size;
+  int32_t n_layers;
+  int32_t n_heads;
+  int32_t head_dim;
+  int32_t hidden_size;
+  int32_t intermediate_size;
+  int32_t vocab_size; /* rows of the output matrix (padded, e.g. 50304 for Pythia) */
+  int32_t max_position_embeddings;
+  int32_t rotary_ndims;
+  float rotary_base;
+  float layer_norm_eps;
+  int32_t use_parallel_residual;
+  kvc_backend backend;    /* the backend actually in use */
+  kvc_dtype weight_dtype; /* the storage type actually in use */
+  int32_t n_threads;
+  uint64_t weight_bytes;  /* bytes of weights as stored by the backend */
+} kvc_model_info;
+
+KVC_API void kvc_model_info_init(kvc_model_info *info);
+KVC_API kvc_status kvc_model_get_info(const kvc_model *model, kvc_model_info *info);
+
+/* The tokenizer of the model folder, or NULL if it has none. Owned by the model. */
+KVC_API const kvc_tokenizer *kvc_model_tokenizer(const kvc_model *model);
+
+/* ---------------------------------------------------------------------------------------------
+ * Session: one sequence, its KV cache and its eviction policy
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct kvc_session kvc_session;
+
+/* How keys are positioned once entries have been evicted (see docs/policies.md §2). */
+typedef enum kvc_position_mode {
+  KVC_POSITIONS_SHIFT = 0,   /* rotary by rank in the cache (StreamingLLM's position shift) */
+  KVC_POSITIONS_ORIGINAL = 1 /* rotary by the absolute position in the text */
+} kvc_position_mode;
+
+/* One policy parameter. Values are text and are parsed against the policy's schema:
+ * integers "128", floats "0.5", booleans "true"/"false", choices "per_head", and lists as
+ * comma-separated items "0,1,2" (brackets optional: "[0, 1, 2]"). */
+typedef struct kvc_param {
+  const char *name;
+  const char *value;
+} kvc_param;
+
+typedef struct kvc_session_options {
+  size_t struct_size;
+  /* Policy name ("baseline", "streaming", "h2o", ... or a third-party name) resolved to
+   * libkvc_policy_<name>.so along the policy search path, or a path to a .so. NULL or ""
+   * means the built-in full cache (the same as "baseline", without loading a plugin). */
+  const char *policy;
+  const kvc_param *params;
+  size_t n_params;
+  kvc_position_mode positions;
+  /* Upper bound on cached entries per (layer, head); 0 = no limit (the cache grows as needed).
+   * A step that would exceed it fails with KVC_ERR_OUT_OF_RANGE before changing anything. */
+  int64_t max_entries;
+  /* Extra folders searched for policy plugins before KVC_POLICY_PATH; ':'-separated. */
+  const char *policy_path;
+} kvc_session_options;
+
+KVC_API void kvc_session_options_init(kvc_session_options *options);
+
+KVC_API kvc_status kvc_session_create(kvc_model *model, const kvc_session_options *options,
+                                      kvc_session **out);
+KVC_API void kvc_session_free(kvc_session *session);
+/* Empties the cache and resets the policy's state; the session can start a new text. */
+KVC_API kvc_status kvc_session_reset(kvc_session *session);
+
+typedef enum kvc_logits {
+  KVC_LOGITS_NONE = 0, /* no logits are written */
+  KVC_LOGITS_LAST = 1, /* logits of the last fed token: vocab_size floats */
+  KVC_LOGITS_ALL = 2   /* logits of every fed token: n_tokens * vocab_size floats, row-major */
+} kvc_logits;
+
+/* Appends `n_tokens` tokens to the sequence and runs the model over them in one batch
+ * (causal prefill; a single token is a decode step). The policy is consulted once after the
+ * batch, so eviction never affects the logits of the tokens just fed. `logits` receives what
+ * `which` asks for; `logits_capacity` is its length in floats. */
+KVC_API kvc_status kvc_session_step(kvc_session *session, const int32_t *tokens,
+                                    size_t n_tokens, kvc_logits which, float *logits,
+                                    size_t logits_capacity);
+
+typedef enum kvc_score_mode {
+  /* Feed one token per step, consulting the policy after each (policies.md §3). */
+  KVC_SCORE_STREAM = 0,
+  /* One batched forward over all tokens, policy consulted once at the end. Only exact for
+   * policies that do not evict within the text (e.g. baseline). */
+  KVC_SCORE_PREFILL = 1
+} kvc_score_mode;
+
+typedef struct kvc_score_options {
+  size_t struct_size;
+  kvc_score_mode mode;
+} kvc_score_options;
+
+KVC_API void kvc_score_options_init(kvc_score_options *options);
+
+/* Teacher-forced scoring: appends tokens[0..n) to the session and writes
+ * nll[i] = -log p(tokens[i+1] | everything before it in the session) for i in [0, n-1),
+ * in nats, computed before any eviction of the step that fed tokens[i]. `nll` holds n-1
+ * floats (may be NULL). `options` may be NULL (stream). */
+KVC_API kvc_status kvc_session_score(kvc_session *session, const int32_t *tokens,
+                                     size_t n_tokens, const kvc_score_options *options,
+                                     float *nll, size_t nll_capacity);
+
+typedef struct kvc_cache_stats {
+  size_t struct_size;
+  int32_t n_layers;
+  int32_t n_heads;
+  int64_t capacity;       /* the policy's budget per (layer, head); -1 if unbounded */
+  int64_t max_entries;    /* hard limit per (layer, head) (see kvc_session_options) */
+  int64_t min_entries;    /* fewest entries in any (layer, head) */
+  int64_t max_entries_now;/* most entries in any (layer, head) */
+  int64_t total_entries;  /* sum over all (layer, head) */
+  int64_t n_tokens_seen;  /* tokens appended since create/reset */
+  int64_t n_evictions;    /* times the policy evicted something */
+} kvc_cache_stats;
+
+KVC_API void kvc_cache_stats_init(kvc_cache_stats *stats);
+KVC_API kvc_status kvc_session_cache_stats(const kvc_session *session, kvc_cache_stats *stats);
+
+/* Entries currently cached per (layer, head), row-major [n_layers][n_heads]. */
+KVC_API kvc_status kvc_session_cache_counts(const kvc_session *session, int64_t *counts,
+                                            size_t capacity);
+
+/* The original positions (index in the text since reset) and token ids of the entries of one
+ * (layer, head), oldest first. Either output may be NULL. `*n_entries` receives the count. */
+KVC_API kvc_status kvc_session_cache_entries(const kvc_session *session, int32_t layer,
+                                             int32_t head, int64_t *positions,
+                                             int32_t *token_ids, size_t capacity,
+                                             size_t *n_entries);
+
+/* Manual eviction: keeps only the entries at `ranks` (0 = oldest; strictly increasing) in
+ * (layer, head), or in every layer/head where layer/head is -1. For experiments and tests;
+ * positions are handled according to the session's position mode. */
+KVC_API kvc_status kvc_session_keep(kvc_session *session, int32_t layer, int32_t head,
+                                    const int32_t *ranks, size_t n_ranks);
+
+/* ---------------------------------------------------------------------------------------------
+ * Policies (plugins; see kvc/policy.h for writing one)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum kvc_param_type {
+  KVC_PARAM_INT = 0,
+  KVC_PARAM_FLOAT = 1,
+  KVC_PARAM_BOOL = 2,
+  KVC_PARAM_CHOICE = 3,   /* one of a fixed list of strings */
+  KVC_PARAM_INT_LIST = 4, /* e.g. token ids or layer indices */
+  KVC_PARAM_STRING_LIST = 5
+} kvc_param_type;
+
+/* Describes one parameter of a policy. Strings are owned by the library and stay valid until
+ * kvc_policy_list_free (or for the process lifetime for a loaded policy). */
+typedef struct kvc_param_info {
+  size_t struct_size;
+  const char *name;
+  kvc_param_type type;
+  const char *default_value; /* in the kvc_param text syntax */
+  double min_value;          /* inclusive range for INT/FLOAT (and list items of INT_LIST) */
+  double max_value;
+  const char *choices;       /* CHOICE: '|'-separated allowed values; else NULL */
+  const char *help;
+} kvc_param_info;
+
+typedef struct kvc_policy_info {
+  size_t struct_size;
+  const char *name;
+  const char *version;
+  const char *description;
+  const char *path; /* the .so it was loaded from */
+  size_t n_params;
+  const kvc_param_info *params;
+} kvc_policy_info;
+
+typedef struct kvc_policy_list kvc_policy_list;
+
+/* Finds every loadable policy on the search path (`extra_path`: ':'-separated folders searched
+ * first; may be NULL). Plugins that fail validation are skipped (kvc_policy_list_errors). */
+KVC_API kvc_status kvc_policy_list_load(const char *extra_path, kvc_policy_list **out);
+KVC_API void kvc_policy_list_free(kvc_policy_list *list);
+KVC_API size_t kvc_policy_list_size(const kvc_policy_list *list);
+/* The i-th policy, sorted by name; NULL if out of range. Owned by the list. */
+KVC_API const kvc_policy_info *kvc_policy_list_get(const kvc_policy_list *list, size_t index);
+/* Newline-separated messages for candidate files that were not valid plugins ("" if none). */
+KVC_API const char *kvc_policy_list_errors(const kvc_policy_list *list);
+
+/* Loads one policy by name or path, validates its descriptor and `params` against its schema,
+ * and creates and destroys one instance without a model (so the policy's own checks of its
+ * parameters run as well), without creating a session (for config checking). `params` may be
+ * NULL when n_params is 0. Model-dependent checks (e.g. layer indices) wait for the session. */
+KVC_API kvc_status kvc_policy_check(const char *name_or_path, const char *extra_path,
+                                    const kvc_param *params, size_t n_params);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVC_KVC_H */

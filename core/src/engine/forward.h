@@ -1,0 +1,80 @@
+// The GPT-NeoX forward pass on the CPU (fp32 compute over fp32/bf16/fp16 weights).
+//
+//   x = embed_in[token]
+//   for each layer:
+//     a = attention(LN1(x))                      fused QKV, per head [q | k | v]
+//     parallel residual:    x = x + a + MLP(LN2(x))
+//     sequential residual:  x = x + a;  x = x + MLP(LN2(x))
+//   logits = embed_out · LN_final(x)
+//
+// attention: rotary on the first rotary_ndims channels (rotate_half), causal softmax over the
+// (layer, head) cache plus the new tokens, probabilities accumulated into the cache's signals
+// when a policy asked for them. MLP: dense_h_to_4h, exact-erf GELU, dense_4h_to_h.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "cpu/thread_pool.h"
+#include "engine/kv_cache.h"
+#include "kvc/kvc.h"
+#include "model/weights.h"
+
+namespace kvc {
+
+// cos/sin of the rotary angles, one row of rotary_ndims/2 values per position, grown on demand.
+class RotaryTable {
+ public:
+  RotaryTable(int rotary_ndims, float base);
+  void ensure(int64_t n_positions);
+  const float* cos_row(int64_t pos) const { return &cos_[static_cast<size_t>(pos) * half_]; }
+  const float* sin_row(int64_t pos) const { return &sin_[static_cast<size_t>(pos) * half_]; }
+  int half() const { return half_; }
+
+ private:
+  int half_;
+  std::vector<float> inv_freq_;
+  std::vector<float> cos_, sin_;
+  int64_t n_ = 0;
+};
+
+struct ForwardRequest {
+  const int32_t* tokens = nullptr;
+  int64_t n_tokens = 0;
+  int64_t first_position = 0;  // original position of tokens[0] (tokens seen before)
+  kvc_position_mode positions = KVC_POSITIONS_SHIFT;
+  uint32_t signals = 0;        // KVC_SIGNAL_* to maintain in the cache
+  kvc_logits which = KVC_LOGITS_LAST;
+  float* logits = nullptr;     // [n_tokens or 1][vocab] as `which` asks
+};
+
+// Per-session compute state: scratch buffers, the rotary table and the worker threads. The
+// weights are shared (read-only) between sessions.
+class CpuForward {
+ public:
+  CpuForward(const ModelWeights& weights, int n_threads);
+
+  // Appends the request's tokens to `cache` and computes what it asks for. Long batches are
+  // processed in blocks; the result does not depend on the block size beyond fp32 rounding.
+  void run(const ForwardRequest& request, KvCache& cache);
+
+  cpu::ThreadPool& pool() { return pool_; }
+
+ private:
+  void run_block(const ForwardRequest& request, int64_t offset, int64_t n, KvCache& cache);
+  void attention(int layer, int64_t n, int64_t first_position, kvc_position_mode mode,
+                 uint32_t signals, KvCache& cache);
+  void ensure_scratch(int64_t n);
+
+  const ModelWeights& w_;
+  const ModelConfig& cfg_;
+  cpu::ThreadPool pool_;
+  RotaryTable rotary_;
+  float scale_;
+  int64_t scratch_tokens_ = 0;
+  std::vector<float> x_, h_, qkv_, ctx_, attn_, mlp_, mlp2_;
+  std::vector<std::vector<float>> thread_scores_;  // per worker thread
+};
+
+}  // namespace kvc

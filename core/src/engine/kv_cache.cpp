@@ -1,0 +1,149 @@
+#include "engine/kv_cache.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace kvc {
+
+int32_t HeadCache::append(const float* key, const float* value, int64_t position,
+                          int32_t token_id, bool want_key_norm) {
+  int32_t slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    slot = static_cast<int32_t>(keys_.size() / head_dim_);
+    keys_.resize(keys_.size() + head_dim_);
+    values_.resize(values_.size() + head_dim_);
+  }
+  std::memcpy(&keys_[static_cast<size_t>(slot) * head_dim_], key, sizeof(float) * head_dim_);
+  std::memcpy(&values_[static_cast<size_t>(slot) * head_dim_], value, sizeof(float) * head_dim_);
+  slot_.push_back(slot);
+  position_.push_back(position);
+  token_.push_back(token_id);
+  acc_.push_back(0.0f);
+  last_.push_back(0.0f);
+  float norm = 0.0f;
+  if (want_key_norm) {
+    double s = 0.0;
+    for (int i = 0; i < head_dim_; ++i) s += static_cast<double>(key[i]) * key[i];
+    norm = static_cast<float>(std::sqrt(s));
+  }
+  norm_.push_back(norm);
+  return slot;
+}
+
+void HeadCache::compact(const std::vector<uint8_t>& keep_mask) {
+  size_t out = 0;
+  for (size_t r = 0; r < slot_.size(); ++r) {
+    if (!keep_mask[r]) {
+      free_slots_.push_back(slot_[r]);
+      continue;
+    }
+    slot_[out] = slot_[r];
+    position_[out] = position_[r];
+    token_[out] = token_[r];
+    acc_[out] = acc_[r];
+    last_[out] = last_[r];
+    norm_[out] = norm_[r];
+    ++out;
+  }
+  slot_.resize(out);
+  position_.resize(out);
+  token_.resize(out);
+  acc_.resize(out);
+  last_.resize(out);
+  norm_.resize(out);
+}
+
+void HeadCache::keep(const int32_t* ranks, int64_t n) {
+  std::vector<uint8_t> mask(slot_.size(), 0);
+  for (int64_t i = 0; i < n; ++i) mask[ranks[i]] = 1;
+  compact(mask);
+}
+
+void HeadCache::evict(const int32_t* ranks, int64_t n) {
+  if (n == 0) return;
+  std::vector<uint8_t> mask(slot_.size(), 1);
+  for (int64_t i = 0; i < n; ++i) mask[ranks[i]] = 0;
+  compact(mask);
+}
+
+void HeadCache::clear() {
+  // Keep the allocations: a reset session refills them at once.
+  free_slots_.clear();
+  for (int32_t s = static_cast<int32_t>(keys_.size() / std::max(head_dim_, 1)) - 1; s >= 0; --s)
+    free_slots_.push_back(s);
+  slot_.clear();
+  position_.clear();
+  token_.clear();
+  acc_.clear();
+  last_.clear();
+  norm_.clear();
+}
+
+KvCache::KvCache(int n_layers, int n_heads, int head_dim)
+    : n_layers_(n_layers), n_heads_(n_heads), heads_(static_cast<size_t>(n_layers) * n_heads) {
+  for (auto& h : heads_) h.init(head_dim);
+}
+
+int64_t KvCache::min_entries() const {
+  int64_t m = heads_.empty() ? 0 : heads_[0].size();
+  for (const auto& h : heads_) m = std::min(m, h.size());
+  return m;
+}
+
+int64_t KvCache::max_entries() const {
+  int64_t m = 0;
+  for (const auto& h : heads_) m = std::max(m, h.size());
+  return m;
+}
+
+int64_t KvCache::total_entries() const {
+  int64_t t = 0;
+  for (const auto& h : heads_) t += h.size();
+  return t;
+}
+
+void KvCache::clear() {
+  for (auto& h : heads_) h.clear();
+}
+
+const kvc_cache_view& KvCache::make_view(int64_t n_tokens_seen, int64_t n_new,
+                                         uint32_t signals) {
+  view_heads_.resize(heads_.size());
+  for (size_t i = 0; i < heads_.size(); ++i) {
+    const HeadCache& h = heads_[i];
+    kvc_head_view& v = view_heads_[i];
+    v.n_entries = h.size();
+    v.positions = h.positions().data();
+    v.token_ids = h.token_ids().data();
+    v.acc_attention = (signals & KVC_SIGNAL_ACC_ATTENTION) ? h.acc_attention().data() : nullptr;
+    v.last_attention = (signals & KVC_SIGNAL_LAST_ATTENTION) ? h.last_attention().data() : nullptr;
+    v.key_norms = (signals & KVC_SIGNAL_KEY_NORM) ? h.key_norms().data() : nullptr;
+  }
+  view_ = kvc_cache_view{};
+  view_.struct_size = sizeof(kvc_cache_view);
+  view_.n_layers = n_layers_;
+  view_.n_heads = n_heads_;
+  view_.n_tokens_seen = n_tokens_seen;
+  view_.n_new = n_new;
+  view_.heads = view_heads_.data();
+  return view_;
+}
+
+void KvCache::apply(const kvc_plan& plan) {
+  if (plan.kind == KVC_PLAN_NOTHING) return;
+  for (size_t i = 0; i < heads_.size(); ++i) {
+    const size_t list = plan.shared ? 0 : i;
+    const int32_t* ranks = plan.ranks + list * plan.stride;
+    const int64_t count = plan.counts[list];
+    if (plan.kind == KVC_PLAN_KEEP)
+      heads_[i].keep(ranks, count);
+    else
+      heads_[i].evict(ranks, count);
+  }
+}
+
+}  // namespace kvc

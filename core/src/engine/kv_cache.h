@@ -1,0 +1,101 @@
+// The KV cache, built for eviction.
+//
+// Each (layer, head) owns its entries. Keys and values live in *slots* that never move; the
+// entry order (rank 0 = oldest) is kept in small per-entry arrays (slot, original position,
+// token id, signals). Evicting an entry compacts those small arrays and frees its slot for the
+// next token, so no key or value data is copied (attention is permutation-invariant; only the
+// rotary position depends on the rank, and it is applied when scores are computed).
+//
+// Keys are stored before rotary. The position a key is rotated with is its rank under the
+// "shift" mode and its original position under the "original" mode (docs/policies.md §2).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kvc/kvc.h"
+#include "kvc/policy.h"
+
+namespace kvc {
+
+class HeadCache {
+ public:
+  void init(int head_dim) { head_dim_ = head_dim; }
+
+  int64_t size() const { return static_cast<int64_t>(slot_.size()); }
+
+  // Appends an entry; returns its slot. Key and value are copied in (head_dim floats each).
+  int32_t append(const float* key, const float* value, int64_t position, int32_t token_id,
+                 bool want_key_norm);
+
+  const float* key(int32_t slot) const { return &keys_[static_cast<size_t>(slot) * head_dim_]; }
+  const float* value(int32_t slot) const {
+    return &values_[static_cast<size_t>(slot) * head_dim_];
+  }
+
+  // Per-entry arrays in rank order.
+  const std::vector<int32_t>& slots() const { return slot_; }
+  const std::vector<int64_t>& positions() const { return position_; }
+  const std::vector<int32_t>& token_ids() const { return token_; }
+  std::vector<float>& acc_attention() { return acc_; }
+  std::vector<float>& last_attention() { return last_; }
+  const std::vector<float>& acc_attention() const { return acc_; }
+  const std::vector<float>& last_attention() const { return last_; }
+  const std::vector<float>& key_norms() const { return norm_; }
+
+  // Keeps only the entries at `ranks` (strictly increasing, validated by the caller).
+  void keep(const int32_t* ranks, int64_t n);
+  // Removes the entries at `ranks` (strictly increasing, validated by the caller).
+  void evict(const int32_t* ranks, int64_t n);
+  void clear();
+
+ private:
+  void compact(const std::vector<uint8_t>& keep_mask);
+
+  int head_dim_ = 0;
+  std::vector<float> keys_;    // [n_slots][head_dim], pre-rotary
+  std::vector<float> values_;  // [n_slots][head_dim]
+  std::vector<int32_t> free_slots_;
+  // Rank-ordered entry data.
+  std::vector<int32_t> slot_;
+  std::vector<int64_t> position_;
+  std::vector<int32_t> token_;
+  std::vector<float> acc_;
+  std::vector<float> last_;
+  std::vector<float> norm_;
+};
+
+class KvCache {
+ public:
+  KvCache(int n_layers, int n_heads, int head_dim);
+
+  int n_layers() const { return n_layers_; }
+  int n_heads() const { return n_heads_; }
+  HeadCache& head(int layer, int h) { return heads_[static_cast<size_t>(layer) * n_heads_ + h]; }
+  const HeadCache& head(int layer, int h) const {
+    return heads_[static_cast<size_t>(layer) * n_heads_ + h];
+  }
+  size_t n_head_caches() const { return heads_.size(); }
+  HeadCache& head_at(size_t i) { return heads_[i]; }
+  const HeadCache& head_at(size_t i) const { return heads_[i]; }
+
+  int64_t min_entries() const;
+  int64_t max_entries() const;
+  int64_t total_entries() const;
+  void clear();
+
+  // A read-only view for a policy (pointers into the cache; valid until the cache changes).
+  // Signal arrays are exposed only when `signals` (KVC_SIGNAL_* bits) asks for them.
+  const kvc_cache_view& make_view(int64_t n_tokens_seen, int64_t n_new, uint32_t signals);
+
+  // Applies a validated plan.
+  void apply(const kvc_plan& plan);
+
+ private:
+  int n_layers_, n_heads_;
+  std::vector<HeadCache> heads_;
+  std::vector<kvc_head_view> view_heads_;
+  kvc_cache_view view_{};
+};
+
+}  // namespace kvc

@@ -1,0 +1,75 @@
+#include "engine/model.h"
+
+#include <filesystem>
+#include <thread>
+
+#include "common/error.h"
+#include "tokenizer/tokenizer.h"
+
+namespace kvc {
+namespace {
+
+constexpr const char* kSyntheticPrefix = "synthetic:";
+
+DType storage_dtype(kvc_dtype requested) {
+  switch (requested) {
+    case KVC_DTYPE_AUTO:
+    case KVC_DTYPE_F32: return DType::F32;
+    case KVC_DTYPE_BF16: return DType::BF16;
+    case KVC_DTYPE_F16: return DType::F16;
+  }
+  fail(KVC_ERR_INVALID_ARGUMENT,
+       "kvc_model_options.weight_dtype: unknown value " + std::to_string(requested) +
+           " (expected KVC_DTYPE_AUTO, _F32, _BF16 or _F16)");
+}
+
+}  // namespace
+
+std::unique_ptr<kvc_model> load_model(const std::string& path, const kvc_model_options& options) {
+  if (options.n_threads < 0)
+    fail(KVC_ERR_INVALID_ARGUMENT, "kvc_model_options.n_threads: " +
+                                       std::to_string(options.n_threads) +
+                                       " is negative (expected 0 = one per core, or a count)");
+  switch (options.backend) {
+    case KVC_BACKEND_AUTO:
+    case KVC_BACKEND_CPU:
+      break;
+    case KVC_BACKEND_CUDA:
+      fail(KVC_ERR_UNSUPPORTED,
+           "backend 'cuda' is not available in this build of libkvc (use 'cpu' or 'auto')");
+    default:
+      fail(KVC_ERR_INVALID_ARGUMENT, "kvc_model_options.backend: unknown value " +
+                                         std::to_string(options.backend));
+  }
+  auto model = std::make_unique<kvc_model>();
+  model->path = path;
+  model->backend = KVC_BACKEND_CPU;
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  model->n_threads = options.n_threads > 0 ? options.n_threads : static_cast<int>(hw);
+  const DType dtype = storage_dtype(options.weight_dtype);
+
+  if (path.rfind(kSyntheticPrefix, 0) == 0) {
+    model->config = synthetic_config(path.substr(std::char_traits<char>::length(kSyntheticPrefix)));
+    model->weights = synthetic_weights(model->config, dtype, options.seed, model->n_threads);
+    return model;
+  }
+
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(path, ec))
+    fail(KVC_ERR_IO, "model folder '" + path + "' does not exist");
+  if (!fs::is_directory(path, ec))
+    fail(KVC_ERR_IO, "model path '" + path +
+                         "' is not a folder (expected a Hugging Face model folder with "
+                         "config.json and model.safetensors, or synthetic:<name>)");
+  model->config = load_config_file((fs::path(path) / "config.json").string());
+  model->weights = load_weights(path, model->config, dtype, model->n_threads);
+  const fs::path tok = fs::path(path) / "tokenizer.json";
+  if (fs::exists(tok, ec)) {
+    model->tokenizer = std::make_unique<kvc_tokenizer>();
+    model->tokenizer->impl = Tokenizer::load_file(tok.string());
+  }
+  return model;
+}
+
+}  // namespace kvc

@@ -1,0 +1,47 @@
+// kvc_session: one sequence, its KV cache, its compute state and its eviction policy.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/forward.h"
+#include "engine/kv_cache.h"
+#include "engine/model.h"
+#include "kvc/kvc.h"
+#include "kvc/policy.h"
+#include "policy/policy.h"
+
+struct kvc_session {
+  kvc_session(kvc_model* model, const kvc_session_options& options);
+
+  // kvc_session_step: appends tokens, runs the model, then consults the policy.
+  void step(const int32_t* tokens, int64_t n, kvc_logits which, float* logits,
+            size_t logits_capacity);
+  // kvc_session_score.
+  void score(const int32_t* tokens, int64_t n, kvc_score_mode mode, float* nll,
+             size_t nll_capacity);
+  void reset();
+  // kvc_session_keep: manual eviction of one or every (layer, head).
+  void keep(int32_t layer, int32_t head, const int32_t* ranks, size_t n_ranks);
+  kvc_cache_stats stats() const;
+
+  kvc_model* model;
+  kvc::KvCache cache;
+
+ private:
+  void consult_policy(int64_t n_new);
+  void check_room(int64_t n_new) const;
+
+  kvc::CpuForward forward_;
+  std::unique_ptr<kvc::PolicyInstance> policy_;  // null: the built-in full cache
+  uint32_t signals_ = 0;
+  kvc_position_mode positions_;
+  int64_t max_entries_;
+  int64_t n_seen_ = 0;
+  int64_t n_evictions_ = 0;
+  std::vector<int32_t> plan_ranks_;
+  std::vector<int64_t> plan_counts_;
+  std::vector<float> logits_;
+};

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Builds kvc (Release, with tests) and runs the whole test suite. Used by the README and CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmake --preset release >/dev/null
+cmake --build --preset release -j "$(nproc)"
+ctest --preset release -j "$(nproc)" "$@"
