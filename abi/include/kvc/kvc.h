@@ -184,7 +184,8 @@ typedef enum kvc_position_mode {
 
 /* One policy parameter. Values are text and are parsed against the policy's schema:
  * integers "128", floats "0.5", booleans "true"/"false", choices "per_head", and lists as
- * comma-separated items "0,1,2" (brackets optional: "[0, 1, 2]"). */
+ * comma-separated items "0,1,2" (brackets optional: "[0, 1, 2]"); string-list items may be
+ * double-quoted with \" \\ \n \t \r escapes (needed for items holding ',' or spaces). */
 typedef struct kvc_param {
   const char *name;
   const char *value;

@@ -63,7 +63,8 @@ extern "C" {
 typedef enum kvc_trigger {
   KVC_TRIGGER_NEVER = 0,         /* never evicts (full cache) */
   KVC_TRIGGER_OVER_CAPACITY = 1, /* after a step that left more than trigger_size entries */
-  KVC_TRIGGER_EVERY_STEP = 2     /* after every step (for policies with per-step state) */
+  KVC_TRIGGER_EVERY_STEP = 2     /* after every step (for policies with per-step state); one
+                                    call per step, whatever its token count */
 } kvc_trigger;
 
 typedef enum kvc_scope {
@@ -97,7 +98,8 @@ typedef struct kvc_rule {
 
 /* ---- Create: parameters in, setup out ---------------------------------------------------- */
 
-/* A parameter value, parsed and range-checked by the engine against the plugin's schema. */
+/* A parameter value, parsed and range-checked by the engine against the plugin's schema.
+ * Passed as an array (one per schema entry), so this struct is frozen for ABI major 1. */
 typedef struct kvc_policy_value {
   int64_t i;                   /* INT, BOOL (0/1), CHOICE (index into the choices) */
   double f;                    /* FLOAT */
@@ -107,7 +109,9 @@ typedef struct kvc_policy_value {
   size_t n_strings;
 } kvc_policy_value;
 
-/* Services the engine offers a plugin. */
+/* Services the engine offers a plugin. When a policy is only being checked without a model
+ * (kvc_policy_check), n_layers, n_heads, vocab_size and max_position_embeddings are 0 and
+ * tokenize returns -1: skip model-dependent checks then (they run again at session start). */
 typedef struct kvc_policy_host {
   size_t struct_size;
   void *host_data;
@@ -128,14 +132,19 @@ typedef struct kvc_policy_setup {
   uint32_t signals;      /* KVC_SIGNAL_* the policy reads */
   kvc_trigger trigger;
   int64_t trigger_size;  /* OVER_CAPACITY: consult when a (layer, head) exceeds this */
-  int64_t capacity;      /* most entries a (layer, head) may hold after a decision; -1 none */
+  /* Most entries a (layer, head) may hold after a decision, and so between steps (the engine
+   * sizes the cache for capacity plus one step's tokens); -1 none. Plans that would leave
+   * more are rejected. OVER_CAPACITY needs trigger_size <= capacity. */
+  int64_t capacity;
   int32_t use_rule;      /* nonzero: the engine executes `rule`; decide is never called */
   kvc_rule rule;
 } kvc_policy_setup;
 
 /* ---- Decide: view in, plan out ----------------------------------------------------------- */
 
-/* One (layer, head) cache, oldest entry first. Signal arrays are NULL unless requested. */
+/* One (layer, head) cache, oldest entry first. Signal arrays are NULL unless requested.
+ * Passed as an array, so this struct is frozen for ABI major 1: new per-entry data will come
+ * as new arrays appended to kvc_cache_view. */
 typedef struct kvc_head_view {
   int64_t n_entries;
   const int64_t *positions; /* original position in the text (0-based since reset) */
@@ -181,10 +190,15 @@ typedef struct kvc_policy_descriptor {
   const char *name;   /* [a-z0-9_]+, equal to <name> in libkvc_policy_<name>.so */
   const char *version;
   const char *description;
-  const kvc_param_info *params; /* the parameter schema */
+  /* The parameter schema. Entries are read with a stride of params[0].struct_size (all equal),
+   * so kvc_param_info may grow without breaking older hosts. */
+  const kvc_param_info *params;
   size_t n_params;
 
-  /* values: one per schema entry, in schema order, defaults filled in. */
+  /* values: one per schema entry, in schema order, defaults filled in. The host fills
+   * `setup` with zeros (struct_size set, capacity -1) before the call. On failure (e.g.
+   * parameters that do not fit together) call host->set_error and return nonzero; the
+   * session then fails with KVC_ERR_INVALID_ARGUMENT and that message. */
   int (*create)(const kvc_policy_host *host, const kvc_policy_value *values,
                 kvc_policy_setup *setup, void **instance);
   void (*destroy)(void *instance);
