@@ -1,0 +1,760 @@
+//! Safe Rust wrapper over libkvc's C ABI (`kvc/kvc.h`): GPT-NeoX (Pythia) inference with
+//! KV-cache eviction policies.
+//!
+//! ```no_run
+//! let model = kvc::Model::load("models/kjv-mini", &kvc::ModelOptions::default())?;
+//! let ids = model.tokenizer().expect("a tokenizer").encode("In the beginning")?;
+//! let opts = kvc::SessionOptions::new().policy("streaming").param("start_size", 4)
+//!     .param("recent_size", 252);
+//! let mut session = model.session(&opts)?;
+//! let nll = session.score(&ids)?;
+//! # Ok::<(), kvc::Error>(())
+//! ```
+//!
+//! Handles free themselves on drop; a [`Session`] borrows its [`Model`], so the borrow checker
+//! enforces the C ABI's rule that sessions are freed before their model. Every failure is an
+//! [`Error`] carrying the status and the library's message.
+
+pub mod sys;
+
+use std::ffi::{CStr, CString};
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::raw::{c_char, c_int};
+use std::ptr::{self, NonNull};
+
+/// The status of a failed call (`kvc_status` without `KVC_OK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    InvalidArgument,
+    Io,
+    Format,
+    Unsupported,
+    NotFound,
+    OutOfRange,
+    BufferTooSmall,
+    Policy,
+    Backend,
+    OutOfMemory,
+    Internal,
+    /// A status this crate does not know (a newer library).
+    Other(i32),
+}
+
+impl Status {
+    fn from_code(code: c_int) -> Status {
+        match code {
+            1 => Status::InvalidArgument,
+            2 => Status::Io,
+            3 => Status::Format,
+            4 => Status::Unsupported,
+            5 => Status::NotFound,
+            6 => Status::OutOfRange,
+            7 => Status::BufferTooSmall,
+            8 => Status::Policy,
+            9 => Status::Backend,
+            10 => Status::OutOfMemory,
+            11 => Status::Internal,
+            other => Status::Other(other),
+        }
+    }
+}
+
+/// A failed libkvc call: its status, the library's message and the C function that failed.
+#[derive(Debug, Clone)]
+pub struct Error {
+    status: Status,
+    code: i32,
+    message: String,
+    call: &'static str,
+}
+
+impl Error {
+    pub fn status(&self) -> Status {
+        self.status
+    }
+    /// The raw `kvc_status` value.
+    pub fn code(&self) -> i32 {
+        self.code
+    }
+    /// The library's message (`kvc_last_error()`), naming the file, value or name involved.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    /// The C function that failed, e.g. "kvc_model_load".
+    pub fn call(&self) -> &'static str {
+        self.call
+    }
+
+    fn from_library(code: c_int, call: &'static str) -> Error {
+        // kvc_last_error is per thread; this runs right after the failing call, on its thread.
+        let message = unsafe { text(sys::kvc_last_error()) }.unwrap_or_default();
+        Error { status: Status::from_code(code), code, message, call }
+    }
+
+    fn nul(what: &str, call: &'static str) -> Error {
+        Error {
+            status: Status::InvalidArgument,
+            code: 1,
+            message: format!("{} contains a NUL byte", what),
+            call,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = unsafe { text(sys::kvc_status_name(self.code)) }.unwrap_or_default();
+        write!(f, "{}: {}: {}", self.call, name, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn check(code: c_int, call: &'static str) -> Result<()> {
+    if code == sys::KVC_OK {
+        Ok(())
+    } else {
+        Err(Error::from_library(code, call))
+    }
+}
+
+/// Copies a library-owned C string (NULL gives None).
+unsafe fn text(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        None
+    } else {
+        Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+    }
+}
+
+fn cstring(s: &str, what: &str, call: &'static str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::nul(what, call))
+}
+
+/// Human-readable library version, e.g. "0.1.0".
+pub fn version() -> String {
+    unsafe { text(sys::kvc_version_string()) }.unwrap_or_default()
+}
+
+/// (major, minor) ABI version of the loaded library.
+pub fn abi_version() -> (u32, u32) {
+    let v = unsafe { sys::kvc_abi_version() };
+    (v >> 16, v & 0xffff)
+}
+
+// ---- Tokenizer ---------------------------------------------------------------------------------
+
+/// A byte-level BPE tokenizer: loaded from a tokenizer.json (`Tokenizer<'static>`, freed on
+/// drop) or borrowed from a [`Model`].
+pub struct Tokenizer<'a> {
+    ptr: NonNull<sys::kvc_tokenizer>,
+    owned: bool,
+    _owner: PhantomData<&'a Model>,
+}
+
+// The tokenizer is immutable after load.
+unsafe impl Send for Tokenizer<'_> {}
+unsafe impl Sync for Tokenizer<'_> {}
+
+impl Tokenizer<'static> {
+    pub fn load(path: &str) -> Result<Tokenizer<'static>> {
+        let c = cstring(path, "the tokenizer path", "kvc_tokenizer_load")?;
+        let mut out = ptr::null_mut();
+        check(unsafe { sys::kvc_tokenizer_load(c.as_ptr(), &mut out) }, "kvc_tokenizer_load")?;
+        Ok(Tokenizer { ptr: NonNull::new(out).expect("non-null"), owned: true, _owner: PhantomData })
+    }
+}
+
+impl Tokenizer<'_> {
+    /// Encodes UTF-8 text (no special tokens added).
+    pub fn encode(&self, text: &str) -> Result<Vec<i32>> {
+        self.encode_bytes(text.as_bytes())
+    }
+
+    /// Encodes bytes; invalid UTF-8 is decoded with U+FFFD replacement.
+    pub fn encode_bytes(&self, text: &[u8]) -> Result<Vec<i32>> {
+        let mut n = 0usize;
+        let p = text.as_ptr() as *const c_char;
+        // A sizing call, then the real one.
+        let st = unsafe { sys::kvc_tokenize(self.ptr.as_ptr(), p, text.len(), ptr::null_mut(), 0, &mut n) };
+        if st != sys::KVC_OK && st != sys::KVC_ERR_BUFFER_TOO_SMALL {
+            return Err(Error::from_library(st, "kvc_tokenize"));
+        }
+        let mut ids = vec![0i32; n];
+        check(
+            unsafe { sys::kvc_tokenize(self.ptr.as_ptr(), p, text.len(), ids.as_mut_ptr(), n, &mut n) },
+            "kvc_tokenize",
+        )?;
+        ids.truncate(n);
+        Ok(ids)
+    }
+
+    /// Decodes ids to text (invalid UTF-8 sequences, e.g. a split character, become U+FFFD).
+    pub fn decode(&self, ids: &[i32]) -> Result<String> {
+        let mut n = 0usize;
+        let st = unsafe {
+            sys::kvc_detokenize(self.ptr.as_ptr(), ids.as_ptr(), ids.len(), ptr::null_mut(), 0, &mut n)
+        };
+        if st != sys::KVC_OK && st != sys::KVC_ERR_BUFFER_TOO_SMALL {
+            return Err(Error::from_library(st, "kvc_detokenize"));
+        }
+        let mut buf = vec![0u8; n + 1];
+        check(
+            unsafe {
+                sys::kvc_detokenize(
+                    self.ptr.as_ptr(),
+                    ids.as_ptr(),
+                    ids.len(),
+                    buf.as_mut_ptr() as *mut c_char,
+                    buf.len(),
+                    &mut n,
+                )
+            },
+            "kvc_detokenize",
+        )?;
+        buf.truncate(n);
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    pub fn vocab_size(&self) -> i32 {
+        unsafe { sys::kvc_tokenizer_vocab_size(self.ptr.as_ptr()) }
+    }
+
+    /// The id of an exact vocabulary entry.
+    pub fn token_to_id(&self, token: &str) -> Option<i32> {
+        let c = CString::new(token).ok()?;
+        let id = unsafe { sys::kvc_tokenizer_token_to_id(self.ptr.as_ptr(), c.as_ptr()) };
+        if id < 0 {
+            None
+        } else {
+            Some(id)
+        }
+    }
+}
+
+impl Drop for Tokenizer<'_> {
+    fn drop(&mut self) {
+        if self.owned {
+            unsafe { sys::kvc_tokenizer_free(self.ptr.as_ptr()) }
+        }
+    }
+}
+
+// ---- Model -------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Backend {
+    fn code(self) -> c_int {
+        match self {
+            Backend::Auto => sys::KVC_BACKEND_AUTO,
+            Backend::Cpu => sys::KVC_BACKEND_CPU,
+            Backend::Cuda => sys::KVC_BACKEND_CUDA,
+        }
+    }
+    fn from_code(code: c_int) -> Backend {
+        match code {
+            sys::KVC_BACKEND_CPU => Backend::Cpu,
+            sys::KVC_BACKEND_CUDA => Backend::Cuda,
+            _ => Backend::Auto,
+        }
+    }
+}
+
+impl Dtype {
+    fn code(self) -> c_int {
+        match self {
+            Dtype::Auto => 0,
+            Dtype::F32 => 1,
+            Dtype::Bf16 => 2,
+            Dtype::F16 => 3,
+        }
+    }
+    fn from_code(code: c_int) -> Dtype {
+        match code {
+            1 => Dtype::F32,
+            2 => Dtype::Bf16,
+            3 => Dtype::F16,
+            _ => Dtype::Auto,
+        }
+    }
+}
+
+/// How to load a model; `Default` is the library's defaults.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    pub backend: Backend,
+    pub dtype: Dtype,
+    /// CPU worker threads; 0 = one per core.
+    pub threads: i32,
+    pub device: i32,
+    /// Weights of "synthetic:" models.
+    pub seed: u64,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions { backend: Backend::Auto, dtype: Dtype::Auto, threads: 0, device: 0, seed: 0 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub n_layers: i32,
+    pub n_heads: i32,
+    pub head_dim: i32,
+    pub hidden_size: i32,
+    pub intermediate_size: i32,
+    pub vocab_size: i32,
+    pub max_position_embeddings: i32,
+    pub rotary_ndims: i32,
+    pub rotary_base: f32,
+    pub layer_norm_eps: f32,
+    pub use_parallel_residual: bool,
+    pub backend: Backend,
+    pub dtype: Dtype,
+    pub threads: i32,
+    pub weight_bytes: u64,
+}
+
+/// A loaded model; immutable, shareable between threads.
+pub struct Model {
+    ptr: NonNull<sys::kvc_model>,
+}
+
+unsafe impl Send for Model {}
+unsafe impl Sync for Model {}
+
+impl Model {
+    /// Loads a Hugging Face folder (config.json, safetensors, optional tokenizer.json) or a
+    /// "synthetic:pythia-70m"-style name.
+    pub fn load(path: &str, options: &ModelOptions) -> Result<Model> {
+        let c = cstring(path, "the model path", "kvc_model_load")?;
+        let mut o = unsafe {
+            let mut o = std::mem::MaybeUninit::<sys::kvc_model_options>::uninit();
+            sys::kvc_model_options_init(o.as_mut_ptr());
+            o.assume_init()
+        };
+        o.backend = options.backend.code();
+        o.weight_dtype = options.dtype.code();
+        o.n_threads = options.threads;
+        o.device = options.device;
+        o.seed = options.seed;
+        let mut out = ptr::null_mut();
+        check(unsafe { sys::kvc_model_load(c.as_ptr(), &o, &mut out) }, "kvc_model_load")?;
+        Ok(Model { ptr: NonNull::new(out).expect("non-null") })
+    }
+
+    pub fn info(&self) -> Result<ModelInfo> {
+        let i = unsafe {
+            let mut i = std::mem::MaybeUninit::<sys::kvc_model_info>::uninit();
+            sys::kvc_model_info_init(i.as_mut_ptr());
+            let mut i = i.assume_init();
+            check(sys::kvc_model_get_info(self.ptr.as_ptr(), &mut i), "kvc_model_get_info")?;
+            i
+        };
+        Ok(ModelInfo {
+            n_layers: i.n_layers,
+            n_heads: i.n_heads,
+            head_dim: i.head_dim,
+            hidden_size: i.hidden_size,
+            intermediate_size: i.intermediate_size,
+            vocab_size: i.vocab_size,
+            max_position_embeddings: i.max_position_embeddings,
+            rotary_ndims: i.rotary_ndims,
+            rotary_base: i.rotary_base,
+            layer_norm_eps: i.layer_norm_eps,
+            use_parallel_residual: i.use_parallel_residual != 0,
+            backend: Backend::from_code(i.backend),
+            dtype: Dtype::from_code(i.weight_dtype),
+            threads: i.n_threads,
+            weight_bytes: i.weight_bytes,
+        })
+    }
+
+    /// The folder's tokenizer, if it has a tokenizer.json. Borrowed from the model.
+    pub fn tokenizer(&self) -> Option<Tokenizer<'_>> {
+        let p = unsafe { sys::kvc_model_tokenizer(self.ptr.as_ptr()) };
+        NonNull::new(p as *mut sys::kvc_tokenizer)
+            .map(|ptr| Tokenizer { ptr, owned: false, _owner: PhantomData })
+    }
+
+    /// A new session (sequence, KV cache and policy) over this model.
+    pub fn session(&self, options: &SessionOptions) -> Result<Session<'_>> {
+        const CALL: &str = "kvc_session_create";
+        let policy = match &options.policy {
+            Some(p) => Some(cstring(p, "the policy name", CALL)?),
+            None => None,
+        };
+        let policy_path = match &options.policy_path {
+            Some(p) => Some(cstring(p, "the policy path", CALL)?),
+            None => None,
+        };
+        let (_strings, params) = param_array(&options.params, CALL)?;
+        let mut o = unsafe {
+            let mut o = std::mem::MaybeUninit::<sys::kvc_session_options>::uninit();
+            sys::kvc_session_options_init(o.as_mut_ptr());
+            o.assume_init()
+        };
+        o.policy = policy.as_ref().map_or(ptr::null(), |c| c.as_ptr());
+        o.params = if params.is_empty() { ptr::null() } else { params.as_ptr() };
+        o.n_params = params.len();
+        o.positions = match options.positions {
+            Positions::Shift => sys::KVC_POSITIONS_SHIFT,
+            Positions::Original => sys::KVC_POSITIONS_ORIGINAL,
+        };
+        o.max_entries = options.max_entries;
+        o.policy_path = policy_path.as_ref().map_or(ptr::null(), |c| c.as_ptr());
+        let mut out = ptr::null_mut();
+        // The library takes a non-const model pointer but never mutates a loaded model.
+        check(unsafe { sys::kvc_session_create(self.ptr.as_ptr(), &o, &mut out) }, CALL)?;
+        let vocab = self.info()?.vocab_size as usize;
+        Ok(Session { ptr: NonNull::new(out).expect("non-null"), vocab, _model: PhantomData })
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        unsafe { sys::kvc_model_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// Owned C strings and the kvc_param array pointing into them (keep both alive together).
+fn param_array(
+    params: &[(String, String)],
+    call: &'static str,
+) -> Result<(Vec<CString>, Vec<sys::kvc_param>)> {
+    let mut strings = Vec::with_capacity(params.len() * 2);
+    for (name, value) in params {
+        strings.push(cstring(name, "a parameter name", call)?);
+        strings.push(cstring(value, "a parameter value", call)?);
+    }
+    let array = strings
+        .chunks(2)
+        .map(|nv| sys::kvc_param { name: nv[0].as_ptr(), value: nv[1].as_ptr() })
+        .collect();
+    Ok((strings, array))
+}
+
+// ---- Session -----------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Positions {
+    /// Rotary by rank in the cache (StreamingLLM's position shift).
+    Shift,
+    /// Rotary by absolute position in the text.
+    Original,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreMode {
+    /// One token per step, the policy consulted after each.
+    Stream,
+    /// One batched forward; exact only for policies that do not evict within the text.
+    Prefill,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    None,
+    Last,
+    All,
+}
+
+/// Options of a session: a builder over `kvc_session_options`.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub policy: Option<String>,
+    pub params: Vec<(String, String)>,
+    pub positions: Positions,
+    pub max_entries: i64,
+    pub policy_path: Option<String>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            policy: None,
+            params: Vec::new(),
+            positions: Positions::Shift,
+            max_entries: 0,
+            policy_path: None,
+        }
+    }
+}
+
+impl SessionOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// A policy name ("streaming", "h2o", ...) or a path to a plugin .so.
+    pub fn policy(mut self, name: &str) -> Self {
+        self.policy = Some(name.to_string());
+        self
+    }
+    /// One parameter, in the kvc_param text syntax ("128", "0.5", "true", "0,1,2").
+    pub fn param<V: ToString>(mut self, name: &str, value: V) -> Self {
+        self.params.push((name.to_string(), value.to_string()));
+        self
+    }
+    pub fn positions(mut self, positions: Positions) -> Self {
+        self.positions = positions;
+        self
+    }
+    pub fn max_entries(mut self, max_entries: i64) -> Self {
+        self.max_entries = max_entries;
+        self
+    }
+    /// Extra ':'-separated folders searched for plugins before KVC_POLICY_PATH.
+    pub fn policy_path(mut self, path: &str) -> Self {
+        self.policy_path = Some(path.to_string());
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStats {
+    pub n_layers: i32,
+    pub n_heads: i32,
+    /// The policy's budget per (layer, head); -1 if unbounded.
+    pub capacity: i64,
+    pub max_entries: i64,
+    pub min_entries: i64,
+    pub max_entries_now: i64,
+    pub total_entries: i64,
+    pub n_tokens_seen: i64,
+    pub n_evictions: i64,
+}
+
+/// One sequence with its KV cache and eviction policy. Borrows its model; `Send` (it may move
+/// to another thread) but not `Sync` (one thread at a time).
+pub struct Session<'m> {
+    ptr: NonNull<sys::kvc_session>,
+    vocab: usize,
+    _model: PhantomData<&'m Model>,
+}
+
+unsafe impl Send for Session<'_> {}
+
+impl Session<'_> {
+    /// Appends `ids` one token per step and returns the n-1 NLLs (nats) of ids[1..].
+    pub fn score(&mut self, ids: &[i32]) -> Result<Vec<f32>> {
+        self.score_with(ids, ScoreMode::Stream)
+    }
+
+    pub fn score_with(&mut self, ids: &[i32], mode: ScoreMode) -> Result<Vec<f32>> {
+        let mut o = unsafe {
+            let mut o = std::mem::MaybeUninit::<sys::kvc_score_options>::uninit();
+            sys::kvc_score_options_init(o.as_mut_ptr());
+            o.assume_init()
+        };
+        o.mode = match mode {
+            ScoreMode::Stream => sys::KVC_SCORE_STREAM,
+            ScoreMode::Prefill => sys::KVC_SCORE_PREFILL,
+        };
+        let mut nll = vec![0f32; ids.len().saturating_sub(1)];
+        check(
+            unsafe {
+                sys::kvc_session_score(
+                    self.ptr.as_ptr(),
+                    ids.as_ptr(),
+                    ids.len(),
+                    &o,
+                    nll.as_mut_ptr(),
+                    nll.len(),
+                )
+            },
+            "kvc_session_score",
+        )?;
+        Ok(nll)
+    }
+
+    /// exp(mean NLL) of `ids` (scored one token per step).
+    pub fn perplexity(&mut self, ids: &[i32]) -> Result<f64> {
+        let nll = self.score(ids)?;
+        let sum: f64 = nll.iter().map(|&x| x as f64).sum();
+        Ok((sum / nll.len() as f64).exp())
+    }
+
+    /// Feeds `ids` in one batch; returns the logits asked for (row-major for `All`).
+    pub fn step(&mut self, ids: &[i32], which: Logits) -> Result<Vec<f32>> {
+        let (code, size) = match which {
+            Logits::None => (sys::KVC_LOGITS_NONE, 0),
+            Logits::Last => (sys::KVC_LOGITS_LAST, self.vocab),
+            Logits::All => (sys::KVC_LOGITS_ALL, self.vocab * ids.len()),
+        };
+        let mut out = vec![0f32; size];
+        check(
+            unsafe {
+                sys::kvc_session_step(
+                    self.ptr.as_ptr(),
+                    ids.as_ptr(),
+                    ids.len(),
+                    code,
+                    out.as_mut_ptr(),
+                    out.len(),
+                )
+            },
+            "kvc_session_step",
+        )?;
+        Ok(out)
+    }
+
+    /// Empties the cache and resets the policy.
+    pub fn reset(&mut self) -> Result<()> {
+        check(unsafe { sys::kvc_session_reset(self.ptr.as_ptr()) }, "kvc_session_reset")
+    }
+
+    pub fn cache_stats(&self) -> Result<CacheStats> {
+        let s = unsafe {
+            let mut s = std::mem::MaybeUninit::<sys::kvc_cache_stats>::uninit();
+            sys::kvc_cache_stats_init(s.as_mut_ptr());
+            let mut s = s.assume_init();
+            check(sys::kvc_session_cache_stats(self.ptr.as_ptr(), &mut s), "kvc_session_cache_stats")?;
+            s
+        };
+        Ok(CacheStats {
+            n_layers: s.n_layers,
+            n_heads: s.n_heads,
+            capacity: s.capacity,
+            max_entries: s.max_entries,
+            min_entries: s.min_entries,
+            max_entries_now: s.max_entries_now,
+            total_entries: s.total_entries,
+            n_tokens_seen: s.n_tokens_seen,
+            n_evictions: s.n_evictions,
+        })
+    }
+
+    /// Entries cached per (layer, head), row-major [n_layers][n_heads].
+    pub fn cache_counts(&self) -> Result<Vec<i64>> {
+        let s = self.cache_stats()?;
+        let mut counts = vec![0i64; (s.n_layers * s.n_heads) as usize];
+        check(
+            unsafe { sys::kvc_session_cache_counts(self.ptr.as_ptr(), counts.as_mut_ptr(), counts.len()) },
+            "kvc_session_cache_counts",
+        )?;
+        Ok(counts)
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        unsafe { sys::kvc_session_free(self.ptr.as_ptr()) }
+    }
+}
+
+// ---- Policies ----------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct ParamInfo {
+    pub name: String,
+    /// "int", "float", "bool", "choice", "int_list" or "string_list".
+    pub kind: &'static str,
+    pub default_value: Option<String>,
+    pub min_value: f64,
+    pub max_value: f64,
+    pub choices: Vec<String>,
+    pub help: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub path: String,
+    pub params: Vec<ParamInfo>,
+}
+
+/// Every loadable policy on the search path (`extra_path` first, then KVC_POLICY_PATH).
+pub fn list_policies(extra_path: Option<&str>) -> Result<Vec<PolicyInfo>> {
+    const CALL: &str = "kvc_policy_list_load";
+    let extra = match extra_path {
+        Some(p) => Some(cstring(p, "the policy path", CALL)?),
+        None => None,
+    };
+    let mut list = ptr::null_mut();
+    check(
+        unsafe { sys::kvc_policy_list_load(extra.as_ref().map_or(ptr::null(), |c| c.as_ptr()), &mut list) },
+        CALL,
+    )?;
+    let mut out = Vec::new();
+    unsafe {
+        for i in 0..sys::kvc_policy_list_size(list) {
+            let p = &*sys::kvc_policy_list_get(list, i);
+            let mut params = Vec::with_capacity(p.n_params);
+            for k in 0..p.n_params {
+                let q = &*p.params.add(k);
+                params.push(ParamInfo {
+                    name: text(q.name).unwrap_or_default(),
+                    kind: match q.type_ {
+                        0 => "int",
+                        1 => "float",
+                        2 => "bool",
+                        3 => "choice",
+                        4 => "int_list",
+                        5 => "string_list",
+                        _ => "unknown",
+                    },
+                    default_value: text(q.default_value),
+                    min_value: q.min_value,
+                    max_value: q.max_value,
+                    choices: text(q.choices)
+                        .map(|c| c.split('|').map(str::to_string).collect())
+                        .unwrap_or_default(),
+                    help: text(q.help),
+                });
+            }
+            out.push(PolicyInfo {
+                name: text(p.name).unwrap_or_default(),
+                version: text(p.version).unwrap_or_default(),
+                description: text(p.description).unwrap_or_default(),
+                path: text(p.path).unwrap_or_default(),
+                params,
+            });
+        }
+        sys::kvc_policy_list_free(list);
+    }
+    Ok(out)
+}
+
+/// Validates a policy and its parameters without a model.
+pub fn check_policy(name: &str, params: &[(&str, &str)], extra_path: Option<&str>) -> Result<()> {
+    const CALL: &str = "kvc_policy_check";
+    let c_name = cstring(name, "the policy name", CALL)?;
+    let extra = match extra_path {
+        Some(p) => Some(cstring(p, "the policy path", CALL)?),
+        None => None,
+    };
+    let owned: Vec<(String, String)> =
+        params.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let (_strings, array) = param_array(&owned, CALL)?;
+    check(
+        unsafe {
+            sys::kvc_policy_check(
+                c_name.as_ptr(),
+                extra.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
+                if array.is_empty() { ptr::null() } else { array.as_ptr() },
+                array.len(),
+            )
+        },
+        CALL,
+    )
+}
