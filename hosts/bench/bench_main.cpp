@@ -1,0 +1,315 @@
+// kvc-bench: decode latency against sequence length under KV-cache policies
+// (docs/policies.md §7, the seed's protocol).
+//
+// For each sequence length S: random token ids (100 <= id < vocab - 100, from the seed), S - 1
+// of them prefilled in one batch (the policy is applied once), one more step to reach S, then
+// N timed single-token decode steps, each including the policy's bookkeeping and eviction.
+// kvc_session_step returns once the logits are on the host, so the clock is read after the
+// device has finished the step. Greedy decoding picks each next token, as a real decode would.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "files.h"
+#include "options.h"
+#include "plot.h"
+#include "report.h"
+#include "runtime.h"
+#include "schema.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+namespace kvc::hosts {
+namespace {
+
+constexpr const char* kProgram = "kvc-bench";
+
+struct Plan {
+  RunSpec spec;
+  std::vector<int64_t> seq_lengths;  // after dropping default lengths the policy cannot run
+  std::vector<int64_t> dropped;
+  bool unbounded = false;  // keeps every entry (full cache)
+};
+
+struct Measurement {
+  int64_t seq_length = 0;
+  int64_t kv_cache_size = 0;
+  std::vector<double> latencies_ms;    // every timed step of every repetition
+  std::vector<double> repetition_avg;  // mean latency of each repetition
+};
+
+int32_t argmax(const std::vector<float>& logits) {
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+double median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+// One prefill + decode run at length `seq_length`; returns the step latencies in ms.
+std::vector<double> run_once(kvc_session* session, const kvc_model_info& info,
+                             int64_t seq_length, int64_t n_decode, uint64_t seed,
+                             int64_t* kv_cache_size) {
+  // The same ids for every mode and repetition at a given length, so modes see equal input.
+  std::mt19937_64 rng(seed * 1000003u + static_cast<uint64_t>(seq_length));
+  const uint64_t span = static_cast<uint64_t>(info.vocab_size - 200);
+  std::vector<int32_t> ids(static_cast<size_t>(seq_length));
+  for (auto& id : ids) id = static_cast<int32_t>(100 + rng() % span);
+  std::vector<float> logits(static_cast<size_t>(info.vocab_size));
+
+  check(kvc_session_reset(session), "resetting the session");
+  if (seq_length > 1) {
+    check(kvc_session_step(session, ids.data(), ids.size() - 1, KVC_LOGITS_NONE, nullptr, 0),
+          "prefill of " + std::to_string(seq_length - 1) + " tokens");
+  }
+  check(kvc_session_step(session, &ids.back(), 1, KVC_LOGITS_LAST, logits.data(), logits.size()),
+        "step " + std::to_string(seq_length));
+  int32_t next = argmax(logits);
+  std::vector<double> latencies;
+  latencies.reserve(static_cast<size_t>(n_decode));
+  for (int64_t j = 0; j < n_decode; ++j) {
+    const auto t0 = std::chrono::steady_clock::now();
+    check(kvc_session_step(session, &next, 1, KVC_LOGITS_LAST, logits.data(), logits.size()),
+          "decode step " + std::to_string(j) + " after " + std::to_string(seq_length) +
+              " tokens");
+    next = argmax(logits);
+    const auto t1 = std::chrono::steady_clock::now();
+    latencies.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  std::vector<int64_t> counts(static_cast<size_t>(info.n_layers) * info.n_heads);
+  check(kvc_session_cache_counts(session, counts.data(), counts.size()), "cache counts");
+  *kv_cache_size = counts.empty() ? 0 : counts[0];  // layer 0 (all heads hold equal counts)
+  return latencies;
+}
+
+json result_json(const Measurement& m, int64_t n_decode) {
+  const auto& l = m.latencies_ms;
+  double sum = 0;
+  for (double v : l) sum += v;
+  const double mean = l.empty() ? 0 : sum / static_cast<double>(l.size());
+  double var = 0;
+  for (double v : l) var += (v - mean) * (v - mean);
+  const double stdev = l.empty() ? 0 : std::sqrt(var / static_cast<double>(l.size()));
+  const double reps = static_cast<double>(std::max<size_t>(1, m.repetition_avg.size()));
+  return {{"seq_length", m.seq_length},
+          {"kv_cache_size", m.kv_cache_size},
+          {"avg_decode_latency_ms", mean},
+          {"std_decode_latency_ms", stdev},
+          {"total_decode_latency_ms", sum / reps},
+          {"tokens_per_sec", mean > 0 ? 1000.0 / mean : 0.0},
+          {"median_decode_latency_ms", median(m.repetition_avg)},
+          {"repetition_avg_latency_ms", m.repetition_avg},
+          {"num_decode_tokens", n_decode}};
+}
+
+int run_bench(Options& options) {
+  std::vector<std::string> warnings;
+  const std::string mode = options.get_string("policy", "name");
+  PolicyCatalog catalog(options.get_opt_string("policy", "search_path").value_or(""));
+  std::vector<Plan> plans;
+  if (mode == "all") {
+    for (const auto& name : catalog.ordered_names()) {
+      plans.push_back({make_run(options, catalog, name, false, &warnings), {}, {}, false});
+    }
+  } else {
+    plans.push_back({make_run(options, catalog, mode, true, &warnings), {}, {}, false});
+  }
+  for (const auto& w : warnings) warn(kProgram, w);
+
+  const auto seq_lengths = options.get_int_list("bench", "seq_lengths");
+  const bool explicit_lengths = options.is_set("bench", "seq_lengths");
+  const int64_t n_decode = options.get_int("bench", "num_decode_tokens");
+  const int64_t warmup = options.get_int("bench", "warmup");
+  const int64_t repetitions = options.get_int("bench", "repetitions");
+  const uint64_t seed = static_cast<uint64_t>(options.get_int("bench", "seed"));
+  const uint64_t weight_seed = options.is_set("model", "seed")
+                                   ? static_cast<uint64_t>(options.get_int("model", "seed"))
+                                   : seed;
+  LoadedModel model = load_model(options, weight_seed);
+  const auto& info = model.info;
+  if (info.vocab_size <= 200) {
+    throw RunError("model '" + model.path + "' has a vocabulary of " +
+                   std::to_string(info.vocab_size) + " ids; the benchmark draws ids in "
+                   "[100, vocab - 100) and needs more than 200");
+  }
+  const int64_t max_pos = info.max_position_embeddings;
+  const int64_t longest = *std::max_element(seq_lengths.begin(), seq_lengths.end());
+
+  // ---- every length checked against every policy before anything is timed ------------------
+  std::vector<std::string> errors;
+  for (auto& plan : plans) {
+    SessionPtr probe = make_session(model.model.get(), plan.spec, longest + n_decode + 1);
+    const kvc_cache_stats stats = cache_stats(probe.get());
+    plan.unbounded = stats.capacity < 0;
+    for (int64_t s : seq_lengths) {
+      if (plan.unbounded && s > max_pos) {
+        if (explicit_lengths) {
+          errors.push_back(std::to_string(s));
+        } else {
+          plan.dropped.push_back(s);
+        }
+        continue;
+      }
+      plan.seq_lengths.push_back(s);
+    }
+    if (!errors.empty()) {
+      std::string list;
+      for (const auto& e : errors) list += (list.empty() ? "" : ", ") + e;
+      throw UsageError("--seq_lengths: " + list + " beyond the context of model '" + model.path +
+                       "' (max_position_embeddings " + std::to_string(max_pos) +
+                       ") for policy '" + plan.spec.mode +
+                       "', which keeps every entry; use lengths <= " + std::to_string(max_pos) +
+                       ", or an evicting policy (with --positions shift its rotary positions "
+                       "never exceed its capacity, so any length works)");
+    }
+    if (!plan.dropped.empty()) {
+      std::string list;
+      for (auto s : plan.dropped) list += (list.empty() ? "" : ", ") + std::to_string(s);
+      warn(kProgram, "policy '" + plan.spec.mode + "' keeps every entry: skipping the default "
+                     "lengths " + list + " beyond the model's context (" +
+                     std::to_string(max_pos) + ")");
+    }
+    const int64_t end = (plan.seq_lengths.empty() ? 0 : plan.seq_lengths.back()) + n_decode;
+    if (plan.unbounded && end > max_pos) {
+      warn(kProgram, "policy '" + plan.spec.mode + "': the last decode steps run past the "
+                     "model's context (" + std::to_string(max_pos) + " positions), as in the "
+                     "seed's measurement");
+    } else if (!plan.unbounded && plan.spec.positions == KVC_POSITIONS_ORIGINAL &&
+               end > max_pos) {
+      warn(kProgram, "policy '" + plan.spec.mode + "' with --positions original uses positions "
+                     "up to " + std::to_string(end) + ", past the model's context (" +
+                     std::to_string(max_pos) + "): extrapolation");
+    }
+  }
+
+  // ---- measurements --------------------------------------------------------------------------
+  const fs::path output_dir = options.get_string("bench", "output_dir");
+  std::vector<PlotSeries> series;
+  std::map<int64_t, std::map<std::string, double>> by_length;  // for the --mode all table
+  for (const auto& plan : plans) {
+    if (plan.seq_lengths.empty()) continue;
+    const int64_t plan_longest =
+        *std::max_element(plan.seq_lengths.begin(), plan.seq_lengths.end());
+    SessionPtr session =
+        make_session(model.model.get(), plan.spec, plan_longest + n_decode + 1);
+    json results = json::array();
+    PlotSeries line{plan.spec.mode, {}};
+    for (int64_t s : plan.seq_lengths) {
+      Measurement m;
+      m.seq_length = s;
+      for (int64_t r = 0; r < warmup + repetitions; ++r) {
+        int64_t kv = 0;
+        auto latencies = run_once(session.get(), info, s, n_decode, seed, &kv);
+        if (r < warmup) continue;
+        double sum = 0;
+        for (double v : latencies) sum += v;
+        m.repetition_avg.push_back(sum / static_cast<double>(latencies.size()));
+        m.latencies_ms.insert(m.latencies_ms.end(), latencies.begin(), latencies.end());
+        m.kv_cache_size = kv;
+      }
+      json r = result_json(m, n_decode);
+      std::fprintf(stderr, "%s: seq_length %lld: %.3f ms/token (median %.3f), kv cache %lld\n",
+                   plan.spec.mode.c_str(), static_cast<long long>(s),
+                   r["avg_decode_latency_ms"].get<double>(),
+                   r["median_decode_latency_ms"].get<double>(),
+                   static_cast<long long>(m.kv_cache_size));
+      line.points.emplace_back(static_cast<double>(s), r["median_decode_latency_ms"].get<double>());
+      by_length[s][plan.spec.mode] = r["median_decode_latency_ms"].get<double>();
+      results.push_back(std::move(r));
+    }
+    json config = plan.spec.params_json();
+    config["mode"] = plan.spec.mode;
+    config["seq_lengths"] = plan.seq_lengths;
+    config["num_decode_tokens"] = n_decode;
+    config["warmup"] = warmup;
+    config["repetitions"] = repetitions;
+    config["seed"] = seed;
+    config["positions"] = plan.spec.positions_name();
+    config["model_name_or_path"] = model.path;
+    json out = {{"mode", plan.spec.mode},
+                {"config", config},
+                {"policy", plan.spec.policy},
+                {"model", model.describe()},
+                {"results", results},
+                {"skipped_seq_lengths", plan.dropped},
+                {"settings", settings_json(options)}};
+    const fs::path path = output_dir / ("speed_results_" + plan.spec.mode + ".json");
+    write_json(path, out);
+    std::printf("%s -> %s\n", plan.spec.mode.c_str(), path.string().c_str());
+    series.push_back(std::move(line));
+  }
+
+  const std::string tag = mode == "all" ? "all" : plans.front().spec.mode;
+  const fs::path png = output_dir / ("speed_benchmark_" + tag + ".png");
+  std::string warning;
+  const std::string model_name = fs::path(model.path).filename().string();
+  if (plot_latency(png, "decode latency, " + (model_name.empty() ? model.path : model_name) +
+                            " (" + backend_name(info.backend) + ")",
+                   series, &warning)) {
+    std::printf("plot -> %s\n", png.string().c_str());
+  } else {
+    warn(kProgram, warning);
+  }
+  if (mode == "all") {
+    std::vector<std::string> header = {"Seq Length"};
+    for (const auto& line : series) header.push_back(line.name);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& [s, cells] : by_length) {
+      std::vector<std::string> row = {std::to_string(s)};
+      for (const auto& line : series) {
+        auto it = cells.find(line.name);
+        row.push_back(it == cells.end() ? "-" : format_fixed(it->second, 3) + " ms");
+      }
+      rows.push_back(row);
+    }
+    const std::string md = markdown_table(header, rows);
+    const fs::path path = output_dir / "speed_results_table.md";
+    write_file_atomic(path, md);
+    std::printf("\n%s\n(table written to %s)\n", md.c_str(), path.string().c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvc::hosts
+
+int main(int argc, char** argv) {
+  using namespace kvc::hosts;
+  return guarded_main(kProgram, [&]() {
+    Options options = make_options(Program::Bench);
+    for (int i = 1; i < argc; ++i) {
+      if (std::string(argv[i]) == "--list_policies") {
+        std::vector<std::string> rest;
+        for (int j = 1; j < argc; ++j) {
+          if (j != i) rest.emplace_back(argv[j]);
+        }
+        options.parse(rest);
+        PolicyCatalog catalog(options.get_opt_string("policy", "search_path").value_or(""));
+        std::fputs(describe_policies(catalog).c_str(), stdout);
+        return 0;
+      }
+    }
+    if (!options.parse(argc, argv)) {
+      std::fputs(options.help_text("[--mode MODE] [--seq_lengths N [N ...]] [options]\n\n"
+                                   "Decode latency against sequence length under a KV-cache "
+                                   "policy (docs/hosts.md). --list_policies lists the installed "
+                                   "policies.")
+                     .c_str(),
+                 stdout);
+      return 0;
+    }
+    return run_bench(options);
+  });
+}

@@ -1,0 +1,125 @@
+// Settings of the host programs: one typed registry filled from defaults, then a TOML config
+// file, then the command line (each later source overrides the earlier ones).
+//
+// Every setting has a TOML home ([model], [policy], [eval], [bench]) and, for the programs that
+// expose it, a command-line flag. The command line follows Python's argparse conventions so the
+// seed project's commands work unchanged: `--flag value` and `--flag=value`, list flags take
+// several values (`--seq_lengths 256 512 1024`), boolean flags take no value.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <toml++/toml.h>
+
+namespace kvc::hosts {
+
+// Bad flags, bad values, bad config files. Programs print it and exit with status 2.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A failure while running (missing model, empty data folder, engine errors). Exit status 1.
+class RunError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class Kind {
+  Int,       // integer within [min, max]; "None" allowed when `nullable`
+  Float,
+  String,
+  Bool,      // on the command line a bare flag means true; `--flag=false` is accepted
+  IntList,   // several values: `--seq_lengths 256 512` or `--seq_lengths=256,512`
+  Choice,    // one of `choices`
+  ParamList  // repeatable NAME=VALUE pairs (policy parameters)
+};
+
+enum class Source { Default, Config, CommandLine };
+
+using Value = std::variant<std::monostate, bool, int64_t, double, std::string,
+                           std::vector<int64_t>, std::vector<std::pair<std::string, std::string>>>;
+
+struct Option {
+  std::string section;  // TOML table: "model", "policy", "eval", "bench"
+  std::string key;      // TOML key
+  std::string flag;     // command-line name without "--"; empty = TOML only for this program
+  Kind kind = Kind::String;
+  Value value;          // the default until overridden
+  std::string help;
+  std::vector<std::string> choices;
+  int64_t min = INT64_MIN;
+  int64_t max = INT64_MAX;
+  bool nullable = false;  // value may be None (std::monostate)
+  Source source = Source::Default;
+};
+
+// Formats a value for messages, help and JSON-free text output ("None", "256 512", "true").
+std::string to_text(const Value& value);
+
+class Options {
+ public:
+  // `program` names the program in messages; `sections` are the TOML tables it accepts.
+  Options(std::string program, std::vector<std::string> sections);
+
+  Option& add(Option option);  // the reference is valid until the next add
+
+  // Parses argv (argv[0] skipped). Returns false when --help/--version was handled (printed).
+  // `--config FILE` is loaded before the other flags are applied, so flags override it.
+  bool parse(int argc, const char* const* argv);
+  bool parse(const std::vector<std::string>& args);
+
+  // Loads a TOML file (also used by parse for --config). Values set from the command line
+  // are not overwritten. Unknown tables/keys and wrong types are UsageErrors naming them.
+  void load_toml_file(const std::string& path);
+  void load_toml_string(const std::string& text, const std::string& origin);
+
+  const Option& get(const std::string& section, const std::string& key) const;
+  Source source(const std::string& section, const std::string& key) const;
+  bool is_set(const std::string& section, const std::string& key) const {
+    return source(section, key) != Source::Default;
+  }
+  int64_t get_int(const std::string& section, const std::string& key) const;
+  std::optional<int64_t> get_opt_int(const std::string& section, const std::string& key) const;
+  double get_float(const std::string& section, const std::string& key) const;
+  bool get_bool(const std::string& section, const std::string& key) const;
+  std::string get_string(const std::string& section, const std::string& key) const;
+  std::optional<std::string> get_opt_string(const std::string& section,
+                                            const std::string& key) const;
+  std::vector<int64_t> get_int_list(const std::string& section, const std::string& key) const;
+
+  // Policy parameters that are not one of the registered [policy] keys: the other keys of
+  // the config's [policy] table, then `--param NAME=VALUE` flags (later ones win).
+  const std::vector<std::pair<std::string, std::string>>& extra_policy_params() const {
+    return extra_params_;
+  }
+
+  std::string help_text(const std::string& synopsis) const;
+  const std::vector<Option>& options() const { return options_; }
+  const std::string& config_path() const { return config_path_; }
+
+ private:
+  Option* find(const std::string& section, const std::string& key);
+  Option* find_flag(const std::string& flag);
+  void set_from_text(Option& option, const std::string& text, const std::string& where);
+  void apply_toml(const toml::table& root, const std::string& origin);
+  void set_extra_param(const std::string& name, const std::string& value);
+
+  std::string program_;
+  std::vector<std::string> sections_;
+  std::vector<Option> options_;
+  std::vector<std::pair<std::string, std::string>> extra_params_;
+  std::string config_path_;
+};
+
+// Closest candidate by edit distance (for "did you mean" hints); empty if none is close.
+std::string closest(const std::string& word, const std::vector<std::string>& candidates);
+
+}  // namespace kvc::hosts

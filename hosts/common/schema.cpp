@@ -1,0 +1,139 @@
+#include "schema.h"
+
+namespace kvc::hosts {
+
+const std::vector<std::string>& seed_policy_keys() {
+  static const std::vector<std::string> keys = {"start_size",    "recent_size",
+                                                "heavy_size",    "update_interval",
+                                                "separator_size", "local_size",
+                                                "cache_size",    "scope"};
+  return keys;
+}
+
+Options make_options(Program program) {
+  const bool eval = program == Program::Eval;
+  Options o(eval ? "kvc-eval" : "kvc-bench", {"model", "policy", "eval", "bench"});
+  auto add = [&](std::string section, std::string key, std::string flag, Kind kind, Value value,
+                 std::string help) -> Option& {
+    Option option;
+    option.section = std::move(section);
+    option.key = std::move(key);
+    option.flag = std::move(flag);
+    option.kind = kind;
+    option.value = std::move(value);
+    option.help = std::move(help);
+    return o.add(std::move(option));
+  };
+  auto nonneg = [](Option& opt) { opt.min = 0; };
+  auto positive = [](Option& opt) { opt.min = 1; };
+
+  // ---- [policy] -------------------------------------------------------------------------------
+  add("policy", "name", "mode", Kind::String, std::string("baseline"),
+      eval ? "KV-cache method: an installed policy name (baseline, streaming, h2o, lazy_h2o, "
+             "sepllm, unified, or a third-party plugin), a path to a policy .so, or 'all'"
+           : "KV-cache method: an installed policy name, a path to a policy .so, or 'all'");
+  nonneg(add("policy", "start_size", "start_size", Kind::Int, int64_t{4},
+             "sink tokens kept at the start"));
+  nonneg(add("policy", "recent_size", "recent_size", Kind::Int, int64_t{252},
+             "most recent tokens kept"));
+  nonneg(add("policy", "heavy_size", "heavy_size", Kind::Int, int64_t{128},
+             "heavy-hitter tokens kept (h2o, lazy_h2o, unified)"));
+  positive(add("policy", "update_interval", "update_interval", Kind::Int, int64_t{10},
+               "steps between heavy-hitter refreshes (lazy_h2o)"));
+  nonneg(add("policy", "separator_size", "separator_size", Kind::Int, int64_t{64},
+             "separator tokens kept (sepllm, unified)"));
+  nonneg(add("policy", "local_size", "local_size", Kind::Int, int64_t{256},
+             "local window (sepllm, unified)"));
+  {
+    auto& opt = add("policy", "cache_size", "cache_size", Kind::Int, std::monostate{},
+                    "cache size that triggers a SepLLM burst eviction (policy default if None)");
+    opt.min = 1;
+    opt.nullable = true;
+  }
+  add("policy", "scope", "scope", Kind::String, std::monostate{},
+      "score scope for h2o-like policies: per_head or shared (policy default if None)");
+  {
+    auto& opt = add("policy", "positions", "positions", Kind::Choice, std::string("shift"),
+                    "rotary positions after eviction: rank in the cache (shift) or position in "
+                    "the text (original)");
+    opt.choices = {"shift", "original"};
+  }
+  add("policy", "search_path", "policy_path", Kind::String, std::monostate{},
+      "extra ':'-separated folders searched for policy plugins");
+  add("policy", "param", "param", Kind::ParamList, std::monostate{},
+      "any other policy parameter (repeatable), e.g. --param score_layers=0");
+
+  // ---- [model] --------------------------------------------------------------------------------
+  add("model", "path", "model_name_or_path", Kind::String, std::string(kDefaultModel),
+      "model folder (config.json + safetensors) or synthetic:pythia-70m ...");
+  add("model", "tokenizer", eval ? "tokenizer" : "", Kind::String, std::monostate{},
+      "tokenizer.json to use instead of the model folder's");
+  {
+    auto& opt = add("model", "backend", "backend", Kind::Choice, std::string("auto"),
+                    "compute backend");
+    opt.choices = {"auto", "cpu", "cuda"};
+  }
+  {
+    auto& opt = add("model", "dtype", "dtype", Kind::Choice, std::string("auto"),
+                    "weight type (auto: f32 on the CPU, f16 on CUDA)");
+    opt.choices = {"auto", "f32", "bf16", "f16"};
+  }
+  nonneg(add("model", "threads", "threads", Kind::Int, int64_t{0},
+             "CPU threads (0 = one per core)"));
+  nonneg(add("model", "seed", eval ? "seed" : "", Kind::Int, int64_t{0},
+             "seed of the weights of synthetic: models"));
+
+  // ---- [eval] ---------------------------------------------------------------------------------
+  auto flag_if = [&](bool on, const char* name) { return on ? std::string(name) : std::string(); };
+  add("eval", "data_dir", flag_if(eval, "data_dir"), Kind::String, std::string(kDefaultDataDir),
+      "folder of .txt files (sorted by name)");
+  positive(add("eval", "num_samples", flag_if(eval, "num_samples"), Kind::Int, int64_t{10},
+               "number of text files to evaluate"));
+  {
+    auto& opt = add("eval", "num_eval_tokens", flag_if(eval, "num_eval_tokens"), Kind::Int,
+                    std::monostate{}, "cap on scored tokens over all files (None = all)");
+    opt.min = 1;
+    opt.nullable = true;
+  }
+  add("eval", "output_dir", flag_if(eval, "output_dir"), Kind::String,
+      std::string("outputs/ppl_pg19"), "folder for the JSON results");
+  {
+    auto& opt = add("eval", "baseline", flag_if(eval, "baseline"), Kind::Choice,
+                    std::string("chunked"),
+                    "baseline protocol: chunked (seed), dense (full cache, streamed) or sliding "
+                    "(window recomputed for every token; slow)");
+    opt.choices = {"chunked", "dense", "sliding"};
+  }
+  {
+    auto& opt = add("eval", "chunk_size", flag_if(eval, "chunk_size"), Kind::Int, int64_t{512},
+                    "chunk length of the chunked baseline");
+    opt.min = 2;
+  }
+  {
+    auto& opt = add("eval", "window", flag_if(eval, "window"), Kind::Int, std::monostate{},
+                    "context of the sliding baseline (None = start_size + recent_size)");
+    opt.min = 1;
+    opt.nullable = true;
+  }
+  positive(add("eval", "stride", flag_if(eval, "stride"), Kind::Int, int64_t{1},
+               "tokens scored per recomputation of the sliding baseline"));
+  add("eval", "continuous_cache", flag_if(eval, "continuous_cache"), Kind::Bool, false,
+      "keep one cache across files instead of resetting per file");
+
+  // ---- [bench] --------------------------------------------------------------------------------
+  positive(add("bench", "seq_lengths", flag_if(!eval, "seq_lengths"), Kind::IntList,
+               std::vector<int64_t>{256, 512, 1024, 2048}, "sequence lengths to test"));
+  positive(add("bench", "num_decode_tokens", flag_if(!eval, "num_decode_tokens"), Kind::Int,
+               int64_t{128}, "timed decode steps per sequence length"));
+  add("bench", "output_dir", flag_if(!eval, "output_dir"), Kind::String,
+      std::string("outputs/speed_benchmark"), "folder for the JSON results and plot");
+  nonneg(add("bench", "warmup", flag_if(!eval, "warmup"), Kind::Int, int64_t{1},
+             "untimed runs before the timed ones, per sequence length"));
+  positive(add("bench", "repetitions", flag_if(!eval, "repetitions"), Kind::Int, int64_t{3},
+               "timed runs per sequence length (median reported with the mean)"));
+  nonneg(add("bench", "seed", flag_if(!eval, "seed"), Kind::Int, int64_t{42},
+             "seed of the random token ids (and of synthetic: weights)"));
+  return o;
+}
+
+}  // namespace kvc::hosts
