@@ -12,6 +12,8 @@ packages=(
   libpcre2-dev libutf8proc-dev                 # tokenizer: split pattern, NFC
   bible-kjv                                    # the embedded model's evaluation text
   gnuplot-nox                                  # kvc-bench plots
+  cargo rustc golang-go python3-pytest python3-numpy  # bindings tests
+  abigail-tools                                # ABI compatibility check
 )
 
 missing=()

@@ -299,7 +299,9 @@ typedef enum kvc_param_type {
 } kvc_param_type;
 
 /* Describes one parameter of a policy. Strings are owned by the library and stay valid until
- * kvc_policy_list_free (or for the process lifetime for a loaded policy). */
+ * kvc_policy_list_free (or for the process lifetime for a loaded policy). Schemas are arrays of
+ * this struct: a plugin's array is read with a stride of params[0].struct_size, and the
+ * library hands arrays of exactly this layout to callers, so it is frozen for ABI major 1. */
 typedef struct kvc_param_info {
   size_t struct_size;
   const char *name;

@@ -89,7 +89,12 @@ impl Error {
     fn from_library(code: c_int, call: &'static str) -> Error {
         // kvc_last_error is per thread; this runs right after the failing call, on its thread.
         let message = unsafe { text(sys::kvc_last_error()) }.unwrap_or_default();
-        Error { status: Status::from_code(code), code, message, call }
+        Error {
+            status: Status::from_code(code),
+            code,
+            message,
+            call,
+        }
     }
 
     fn nul(what: &str, call: &'static str) -> Error {
@@ -163,8 +168,15 @@ impl Tokenizer<'static> {
     pub fn load(path: &str) -> Result<Tokenizer<'static>> {
         let c = cstring(path, "the tokenizer path", "kvc_tokenizer_load")?;
         let mut out = ptr::null_mut();
-        check(unsafe { sys::kvc_tokenizer_load(c.as_ptr(), &mut out) }, "kvc_tokenizer_load")?;
-        Ok(Tokenizer { ptr: NonNull::new(out).expect("non-null"), owned: true, _owner: PhantomData })
+        check(
+            unsafe { sys::kvc_tokenizer_load(c.as_ptr(), &mut out) },
+            "kvc_tokenizer_load",
+        )?;
+        Ok(Tokenizer {
+            ptr: NonNull::new(out).expect("non-null"),
+            owned: true,
+            _owner: PhantomData,
+        })
     }
 }
 
@@ -179,13 +191,24 @@ impl Tokenizer<'_> {
         let mut n = 0usize;
         let p = text.as_ptr() as *const c_char;
         // A sizing call, then the real one.
-        let st = unsafe { sys::kvc_tokenize(self.ptr.as_ptr(), p, text.len(), ptr::null_mut(), 0, &mut n) };
+        let st = unsafe {
+            sys::kvc_tokenize(self.ptr.as_ptr(), p, text.len(), ptr::null_mut(), 0, &mut n)
+        };
         if st != sys::KVC_OK && st != sys::KVC_ERR_BUFFER_TOO_SMALL {
             return Err(Error::from_library(st, "kvc_tokenize"));
         }
         let mut ids = vec![0i32; n];
         check(
-            unsafe { sys::kvc_tokenize(self.ptr.as_ptr(), p, text.len(), ids.as_mut_ptr(), n, &mut n) },
+            unsafe {
+                sys::kvc_tokenize(
+                    self.ptr.as_ptr(),
+                    p,
+                    text.len(),
+                    ids.as_mut_ptr(),
+                    n,
+                    &mut n,
+                )
+            },
             "kvc_tokenize",
         )?;
         ids.truncate(n);
@@ -196,7 +219,14 @@ impl Tokenizer<'_> {
     pub fn decode(&self, ids: &[i32]) -> Result<String> {
         let mut n = 0usize;
         let st = unsafe {
-            sys::kvc_detokenize(self.ptr.as_ptr(), ids.as_ptr(), ids.len(), ptr::null_mut(), 0, &mut n)
+            sys::kvc_detokenize(
+                self.ptr.as_ptr(),
+                ids.as_ptr(),
+                ids.len(),
+                ptr::null_mut(),
+                0,
+                &mut n,
+            )
         };
         if st != sys::KVC_OK && st != sys::KVC_ERR_BUFFER_TOO_SMALL {
             return Err(Error::from_library(st, "kvc_detokenize"));
@@ -310,7 +340,13 @@ pub struct ModelOptions {
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        ModelOptions { backend: Backend::Auto, dtype: Dtype::Auto, threads: 0, device: 0, seed: 0 }
+        ModelOptions {
+            backend: Backend::Auto,
+            dtype: Dtype::Auto,
+            threads: 0,
+            device: 0,
+            seed: 0,
+        }
     }
 }
 
@@ -357,8 +393,13 @@ impl Model {
         o.device = options.device;
         o.seed = options.seed;
         let mut out = ptr::null_mut();
-        check(unsafe { sys::kvc_model_load(c.as_ptr(), &o, &mut out) }, "kvc_model_load")?;
-        Ok(Model { ptr: NonNull::new(out).expect("non-null") })
+        check(
+            unsafe { sys::kvc_model_load(c.as_ptr(), &o, &mut out) },
+            "kvc_model_load",
+        )?;
+        Ok(Model {
+            ptr: NonNull::new(out).expect("non-null"),
+        })
     }
 
     pub fn info(&self) -> Result<ModelInfo> {
@@ -366,7 +407,10 @@ impl Model {
             let mut i = std::mem::MaybeUninit::<sys::kvc_model_info>::uninit();
             sys::kvc_model_info_init(i.as_mut_ptr());
             let mut i = i.assume_init();
-            check(sys::kvc_model_get_info(self.ptr.as_ptr(), &mut i), "kvc_model_get_info")?;
+            check(
+                sys::kvc_model_get_info(self.ptr.as_ptr(), &mut i),
+                "kvc_model_get_info",
+            )?;
             i
         };
         Ok(ModelInfo {
@@ -391,8 +435,11 @@ impl Model {
     /// The folder's tokenizer, if it has a tokenizer.json. Borrowed from the model.
     pub fn tokenizer(&self) -> Option<Tokenizer<'_>> {
         let p = unsafe { sys::kvc_model_tokenizer(self.ptr.as_ptr()) };
-        NonNull::new(p as *mut sys::kvc_tokenizer)
-            .map(|ptr| Tokenizer { ptr, owned: false, _owner: PhantomData })
+        NonNull::new(p as *mut sys::kvc_tokenizer).map(|ptr| Tokenizer {
+            ptr,
+            owned: false,
+            _owner: PhantomData,
+        })
     }
 
     /// A new session (sequence, KV cache and policy) over this model.
@@ -413,7 +460,11 @@ impl Model {
             o.assume_init()
         };
         o.policy = policy.as_ref().map_or(ptr::null(), |c| c.as_ptr());
-        o.params = if params.is_empty() { ptr::null() } else { params.as_ptr() };
+        o.params = if params.is_empty() {
+            ptr::null()
+        } else {
+            params.as_ptr()
+        };
         o.n_params = params.len();
         o.positions = match options.positions {
             Positions::Shift => sys::KVC_POSITIONS_SHIFT,
@@ -423,9 +474,16 @@ impl Model {
         o.policy_path = policy_path.as_ref().map_or(ptr::null(), |c| c.as_ptr());
         let mut out = ptr::null_mut();
         // The library takes a non-const model pointer but never mutates a loaded model.
-        check(unsafe { sys::kvc_session_create(self.ptr.as_ptr(), &o, &mut out) }, CALL)?;
+        check(
+            unsafe { sys::kvc_session_create(self.ptr.as_ptr(), &o, &mut out) },
+            CALL,
+        )?;
         let vocab = self.info()?.vocab_size as usize;
-        Ok(Session { ptr: NonNull::new(out).expect("non-null"), vocab, _model: PhantomData })
+        Ok(Session {
+            ptr: NonNull::new(out).expect("non-null"),
+            vocab,
+            _model: PhantomData,
+        })
     }
 }
 
@@ -447,7 +505,10 @@ fn param_array(
     }
     let array = strings
         .chunks(2)
-        .map(|nv| sys::kvc_param { name: nv[0].as_ptr(), value: nv[1].as_ptr() })
+        .map(|nv| sys::kvc_param {
+            name: nv[0].as_ptr(),
+            value: nv[1].as_ptr(),
+        })
         .collect();
     Ok((strings, array))
 }
@@ -618,7 +679,10 @@ impl Session<'_> {
 
     /// Empties the cache and resets the policy.
     pub fn reset(&mut self) -> Result<()> {
-        check(unsafe { sys::kvc_session_reset(self.ptr.as_ptr()) }, "kvc_session_reset")
+        check(
+            unsafe { sys::kvc_session_reset(self.ptr.as_ptr()) },
+            "kvc_session_reset",
+        )
     }
 
     pub fn cache_stats(&self) -> Result<CacheStats> {
@@ -626,7 +690,10 @@ impl Session<'_> {
             let mut s = std::mem::MaybeUninit::<sys::kvc_cache_stats>::uninit();
             sys::kvc_cache_stats_init(s.as_mut_ptr());
             let mut s = s.assume_init();
-            check(sys::kvc_session_cache_stats(self.ptr.as_ptr(), &mut s), "kvc_session_cache_stats")?;
+            check(
+                sys::kvc_session_cache_stats(self.ptr.as_ptr(), &mut s),
+                "kvc_session_cache_stats",
+            )?;
             s
         };
         Ok(CacheStats {
@@ -647,7 +714,9 @@ impl Session<'_> {
         let s = self.cache_stats()?;
         let mut counts = vec![0i64; (s.n_layers * s.n_heads) as usize];
         check(
-            unsafe { sys::kvc_session_cache_counts(self.ptr.as_ptr(), counts.as_mut_ptr(), counts.len()) },
+            unsafe {
+                sys::kvc_session_cache_counts(self.ptr.as_ptr(), counts.as_mut_ptr(), counts.len())
+            },
             "kvc_session_cache_counts",
         )?;
         Ok(counts)
@@ -692,7 +761,12 @@ pub fn list_policies(extra_path: Option<&str>) -> Result<Vec<PolicyInfo>> {
     };
     let mut list = ptr::null_mut();
     check(
-        unsafe { sys::kvc_policy_list_load(extra.as_ref().map_or(ptr::null(), |c| c.as_ptr()), &mut list) },
+        unsafe {
+            sys::kvc_policy_list_load(
+                extra.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
+                &mut list,
+            )
+        },
         CALL,
     )?;
     let mut out = Vec::new();
@@ -743,15 +817,21 @@ pub fn check_policy(name: &str, params: &[(&str, &str)], extra_path: Option<&str
         Some(p) => Some(cstring(p, "the policy path", CALL)?),
         None => None,
     };
-    let owned: Vec<(String, String)> =
-        params.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let owned: Vec<(String, String)> = params
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
     let (_strings, array) = param_array(&owned, CALL)?;
     check(
         unsafe {
             sys::kvc_policy_check(
                 c_name.as_ptr(),
                 extra.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
-                if array.is_empty() { ptr::null() } else { array.as_ptr() },
+                if array.is_empty() {
+                    ptr::null()
+                } else {
+                    array.as_ptr()
+                },
                 array.len(),
             )
         },

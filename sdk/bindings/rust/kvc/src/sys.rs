@@ -158,8 +158,7 @@ extern "C" {
         text_len: *mut usize,
     ) -> kvc_status;
     pub fn kvc_tokenizer_vocab_size(tokenizer: *const kvc_tokenizer) -> i32;
-    pub fn kvc_tokenizer_token_to_id(tokenizer: *const kvc_tokenizer, token: *const c_char)
-        -> i32;
+    pub fn kvc_tokenizer_token_to_id(tokenizer: *const kvc_tokenizer, token: *const c_char) -> i32;
 
     pub fn kvc_model_options_init(options: *mut kvc_model_options);
     pub fn kvc_model_load(
@@ -230,8 +229,10 @@ extern "C" {
     ) -> kvc_status;
     pub fn kvc_policy_list_free(list: *mut kvc_policy_list);
     pub fn kvc_policy_list_size(list: *const kvc_policy_list) -> usize;
-    pub fn kvc_policy_list_get(list: *const kvc_policy_list, index: usize)
-        -> *const kvc_policy_info;
+    pub fn kvc_policy_list_get(
+        list: *const kvc_policy_list,
+        index: usize,
+    ) -> *const kvc_policy_info;
     pub fn kvc_policy_list_errors(list: *const kvc_policy_list) -> *const c_char;
     pub fn kvc_policy_check(
         name_or_path: *const c_char,

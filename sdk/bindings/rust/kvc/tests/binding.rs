@@ -20,34 +20,60 @@ impl Reference {
             let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
             map.insert(key.to_string(), rest.to_string());
         }
-        assert_eq!(map.get("kvc-bindings-reference").map(String::as_str), Some("1"), "{}", path);
+        assert_eq!(
+            map.get("kvc-bindings-reference").map(String::as_str),
+            Some("1"),
+            "{}",
+            path
+        );
         Reference(map)
     }
     fn get(&self, key: &str) -> &str {
-        self.0.get(key).unwrap_or_else(|| panic!("reference has no '{}'", key))
+        self.0
+            .get(key)
+            .unwrap_or_else(|| panic!("reference has no '{}'", key))
     }
     fn has(&self, key: &str) -> bool {
         self.0.contains_key(key)
     }
     fn ints(&self, key: &str) -> Vec<i64> {
-        self.get(key).split_whitespace().map(|x| x.parse().unwrap()).collect()
+        self.get(key)
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect()
     }
     fn ids(&self, key: &str) -> Vec<i32> {
         self.ints(key).into_iter().map(|x| x as i32).collect()
     }
     fn floats(&self, key: &str) -> Vec<f64> {
-        self.get(key).split_whitespace().map(|x| x.parse().unwrap()).collect()
+        self.get(key)
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect()
     }
 }
 
 fn assert_close(got: &[f32], want: &[f64], what: &str) {
     assert_eq!(got.len(), want.len(), "{}: length", what);
-    let worst = got.iter().zip(want).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
-    assert!(worst <= NLL_TOLERANCE, "{}: max |diff| {:e} > {:e}", what, worst, NLL_TOLERANCE);
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(&a, &b)| (a as f64 - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= NLL_TOLERANCE,
+        "{}: max |diff| {:e} > {:e}",
+        what,
+        worst,
+        NLL_TOLERANCE
+    );
 }
 
 fn load_model(r: &Reference) -> Model {
-    let options = ModelOptions { backend: Backend::Cpu, ..ModelOptions::default() };
+    let options = ModelOptions {
+        backend: Backend::Cpu,
+        ..ModelOptions::default()
+    };
     Model::load(r.get("model"), &options).expect("the reference model loads")
 }
 
@@ -70,8 +96,14 @@ fn baseline_nll_matches_library() {
     // Reset, then the same text again, batched: equal up to float32 summation order.
     session.reset().unwrap();
     assert_eq!(session.cache_stats().unwrap().n_tokens_seen, 0);
-    let prefill = session.score_with(&r.ids("ids"), ScoreMode::Prefill).unwrap();
-    let worst = prefill.iter().zip(&nll).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let prefill = session
+        .score_with(&r.ids("ids"), ScoreMode::Prefill)
+        .unwrap();
+    let worst = prefill
+        .iter()
+        .zip(&nll)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(worst < 1e-4, "prefill vs stream: {}", worst);
 }
 
@@ -89,7 +121,12 @@ fn streaming_session_matches_library() {
     assert_close(&nll, &r.floats("nll.streaming"), "streaming NLLs");
     let s = session.cache_stats().unwrap();
     assert_eq!(
-        vec![s.total_entries, s.max_entries_now, s.n_evictions, s.n_tokens_seen],
+        vec![
+            s.total_entries,
+            s.max_entries_now,
+            s.n_evictions,
+            s.n_tokens_seen
+        ],
         r.ints("stats.streaming")
     );
     assert!(s.max_entries_now <= 20 && s.n_evictions > 0);
@@ -106,9 +143,18 @@ fn step_logits_agree_with_score() {
     let logits = session.step(&ids[..2], kvc::Logits::Last).unwrap();
     assert_eq!(logits.len(), model.info().unwrap().vocab_size as usize);
     let max = logits.iter().cloned().fold(f32::MIN, f32::max) as f64;
-    let lse = max + logits.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+    let lse = max
+        + logits
+            .iter()
+            .map(|&x| (x as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
     let nll1 = lse - logits[ids[2] as usize] as f64;
-    assert!((nll1 - r.floats("nll.baseline")[1]).abs() < 1e-4, "{}", nll1);
+    assert!(
+        (nll1 - r.floats("nll.baseline")[1]).abs() < 1e-4,
+        "{}",
+        nll1
+    );
 }
 
 #[test]
@@ -127,7 +173,11 @@ fn tokenizer_and_text_match_library() {
         "model" => {
             let ids = check(&model.tokenizer().expect("the model's tokenizer"));
             let mut session = model.session(&SessionOptions::new()).unwrap();
-            assert_close(&session.score(&ids).unwrap(), &r.floats("nll.text"), "text NLLs");
+            assert_close(
+                &session.score(&ids).unwrap(),
+                &r.floats("nll.text"),
+                "text NLLs",
+            );
         }
         path => {
             assert!(!r.has("nll.text"));
@@ -141,8 +191,16 @@ fn bad_model_path_is_an_error_with_the_library_message() {
     let err = Model::load("/nonexistent/kvc-model-dir", &ModelOptions::default())
         .err()
         .expect("loading a missing folder fails");
-    assert!(matches!(err.status(), Status::Io | Status::NotFound), "{:?}", err);
-    assert!(err.message().contains("/nonexistent/kvc-model-dir"), "{}", err);
+    assert!(
+        matches!(err.status(), Status::Io | Status::NotFound),
+        "{:?}",
+        err
+    );
+    assert!(
+        err.message().contains("/nonexistent/kvc-model-dir"),
+        "{}",
+        err
+    );
     assert_eq!(err.call(), "kvc_model_load");
     assert!(err.to_string().contains(err.message()));
 }
@@ -169,12 +227,19 @@ fn bad_token_is_an_error() {
     let vocab = model.info().unwrap().vocab_size;
     let mut session = model.session(&SessionOptions::new()).unwrap();
     let err = session.score(&[0, vocab + 5]).unwrap_err();
-    assert!(matches!(err.status(), Status::OutOfRange | Status::InvalidArgument), "{}", err);
+    assert!(
+        matches!(err.status(), Status::OutOfRange | Status::InvalidArgument),
+        "{}",
+        err
+    );
 }
 
 #[test]
 fn policies_are_listed() {
     let policies = kvc::list_policies(None).unwrap();
-    let streaming = policies.iter().find(|p| p.name == "streaming").expect("streaming listed");
+    let streaming = policies
+        .iter()
+        .find(|p| p.name == "streaming")
+        .expect("streaming listed");
     assert!(streaming.params.iter().any(|p| p.name == "recent_size"));
 }
