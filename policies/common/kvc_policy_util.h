@@ -12,6 +12,13 @@
 
 #include "kvc/policy.h"
 
+#define KVC_POLICY_DEFAULT_SEPARATORS \
+  "15,13,32,2,28,27,964,1157,3736,2195,3706,1163,209,186,187,2490,586,4928,50276,50275"
+
+// Range limits of the schemas: sizes are entry counts, ids are token ids.
+#define KVC_POLICY_MAX_SIZE 1e9
+#define KVC_POLICY_MAX_ID 2147483647.0
+
 namespace kvc_policy {
 
 // Reports a printf-style message through the host and returns the failure code 1.
@@ -264,17 +271,48 @@ class LazyRule {
   std::vector<double> score_;
 };
 
+// Parameters that several bundled policies share, with the seed project's defaults. One
+// definition each, so names, ranges and help read the same in every policy's schema.
+namespace param {
+
+constexpr kvc_param_info size(const char* name, const char* default_value, double min_value,
+                              const char* help) {
+  return {sizeof(kvc_param_info), name, KVC_PARAM_INT, default_value, min_value,
+          KVC_POLICY_MAX_SIZE, nullptr, help};
+}
+
+inline constexpr kvc_param_info kStartSize =
+    size("start_size", "4", 0, "Initial entries always kept (attention sinks)");
+inline constexpr kvc_param_info kRecentSize =
+    size("recent_size", "252", 0, "Most recent entries kept");
+inline constexpr kvc_param_info kLocalSize =
+    size("local_size", "256", 0, "Most recent entries kept");
+inline constexpr kvc_param_info kHeavySize =
+    size("heavy_size", "128", 0, "Middle entries kept by accumulated attention (heavy hitters)");
+inline constexpr kvc_param_info kSeparatorSize =
+    size("separator_size", "64", 0, "Most recent separator entries of the middle kept");
+inline constexpr kvc_param_info kScope = {
+    sizeof(kvc_param_info), "scope", KVC_PARAM_CHOICE, "per_head", 0, 0, "per_head|shared",
+    "per_head: each (layer, head) ranks its own scores; shared: one set for all, scored by "
+    "score_layers summed over heads (the seed project: shared, layer 0)"};
+inline constexpr kvc_param_info kScoreLayers = {
+    sizeof(kvc_param_info), "score_layers", KVC_PARAM_INT_LIST, "0", 0, 65535, nullptr,
+    "Layers whose attention scores the shared scope sums over heads"};
+inline constexpr kvc_param_info kSeparators = {
+    sizeof(kvc_param_info), "separators", KVC_PARAM_INT_LIST, KVC_POLICY_DEFAULT_SEPARATORS, 0,
+    KVC_POLICY_MAX_ID, nullptr, "Separator token ids (default: the SepLLM list for GPT-NeoX)"};
+inline constexpr kvc_param_info kSeparatorStrings = {
+    sizeof(kvc_param_info), "separator_strings", KVC_PARAM_STRING_LIST, "", 0, 0, nullptr,
+    "More separators as text, mapped through the model's tokenizer (alone and with a leading "
+    "space)"};
+
+}  // namespace param
+
 }  // namespace kvc_policy
 
 // The SepLLM streaming separator list for the GPT-NeoX tokenizer (docs/policies.md, sepllm):
 // ". , ? ! ; :" alone and with a leading space, space, tab, newline, " \n", "\n ", " \n ",
 // two and three spaces.
-#define KVC_POLICY_DEFAULT_SEPARATORS \
-  "15,13,32,2,28,27,964,1157,3736,2195,3706,1163,209,186,187,2490,586,4928,50276,50275"
-
-// Range limits of the schemas: sizes are entry counts, ids are token ids.
-#define KVC_POLICY_MAX_SIZE 1e9
-#define KVC_POLICY_MAX_ID 2147483647.0
 
 // The entry point every bundled plugin exports (and nothing else).
 #define KVC_POLICY_DEFINE_ENTRY(descriptor)                                                \

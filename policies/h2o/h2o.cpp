@@ -9,17 +9,11 @@
 namespace {
 
 const kvc_param_info kParams[] = {
-    {sizeof(kvc_param_info), "start_size", KVC_PARAM_INT, "4", 0, KVC_POLICY_MAX_SIZE, nullptr,
-     "Initial entries always kept (attention sinks)"},
-    {sizeof(kvc_param_info), "recent_size", KVC_PARAM_INT, "252", 0, KVC_POLICY_MAX_SIZE,
-     nullptr, "Most recent entries kept"},
-    {sizeof(kvc_param_info), "heavy_size", KVC_PARAM_INT, "128", 0, KVC_POLICY_MAX_SIZE,
-     nullptr, "Middle entries kept by accumulated attention (heavy hitters)"},
-    {sizeof(kvc_param_info), "scope", KVC_PARAM_CHOICE, "per_head", 0, 0, "per_head|shared",
-     "per_head: each (layer, head) ranks its own scores; shared: one set for all, scored by "
-     "score_layers summed over heads"},
-    {sizeof(kvc_param_info), "score_layers", KVC_PARAM_INT_LIST, "0", 0, 65535, nullptr,
-     "Layers whose attention scores the shared scope sums over heads"},
+    kvc_policy::param::kStartSize,
+    kvc_policy::param::kRecentSize,
+    kvc_policy::param::kHeavySize,
+    kvc_policy::param::kScope,
+    kvc_policy::param::kScoreLayers,
 };
 
 struct Instance {

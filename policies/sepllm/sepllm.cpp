@@ -8,20 +8,14 @@
 namespace {
 
 const kvc_param_info kParams[] = {
-    {sizeof(kvc_param_info), "start_size", KVC_PARAM_INT, "4", 0, KVC_POLICY_MAX_SIZE, nullptr,
-     "Initial entries always kept (attention sinks)"},
-    {sizeof(kvc_param_info), "separator_size", KVC_PARAM_INT, "64", 0, KVC_POLICY_MAX_SIZE,
-     nullptr, "Most recent separator entries kept"},
-    {sizeof(kvc_param_info), "local_size", KVC_PARAM_INT, "256", 0, KVC_POLICY_MAX_SIZE,
-     nullptr, "Most recent entries kept"},
+    kvc_policy::param::kStartSize,
+    kvc_policy::param::kSeparatorSize,
+    kvc_policy::param::kLocalSize,
     {sizeof(kvc_param_info), "cache_size", KVC_PARAM_INT, "512", 1, KVC_POLICY_MAX_SIZE,
      nullptr,
      "The cache is cut back when it exceeds this; start + separator + local must be smaller"},
-    {sizeof(kvc_param_info), "separators", KVC_PARAM_INT_LIST, KVC_POLICY_DEFAULT_SEPARATORS, 0,
-     KVC_POLICY_MAX_ID, nullptr, "Separator token ids (default: the SepLLM list for GPT-NeoX)"},
-    {sizeof(kvc_param_info), "separator_strings", KVC_PARAM_STRING_LIST, "", 0, 0, nullptr,
-     "More separators as text, mapped through the model's tokenizer (alone and with a leading "
-     "space)"},
+    kvc_policy::param::kSeparators,
+    kvc_policy::param::kSeparatorStrings,
 };
 
 struct Instance {

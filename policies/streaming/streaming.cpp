@@ -6,10 +6,8 @@
 namespace {
 
 const kvc_param_info kParams[] = {
-    {sizeof(kvc_param_info), "start_size", KVC_PARAM_INT, "4", 0, KVC_POLICY_MAX_SIZE, nullptr,
-     "Initial entries always kept (attention sinks)"},
-    {sizeof(kvc_param_info), "recent_size", KVC_PARAM_INT, "252", 0, KVC_POLICY_MAX_SIZE,
-     nullptr, "Most recent entries kept"},
+    kvc_policy::param::kStartSize,
+    kvc_policy::param::kRecentSize,
 };
 
 int create(const kvc_policy_host* host, const kvc_policy_value* v, kvc_policy_setup* setup,

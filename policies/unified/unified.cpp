@@ -9,26 +9,16 @@
 namespace {
 
 const kvc_param_info kParams[] = {
-    {sizeof(kvc_param_info), "start_size", KVC_PARAM_INT, "4", 0, KVC_POLICY_MAX_SIZE, nullptr,
-     "Initial entries always kept (attention sinks)"},
-    {sizeof(kvc_param_info), "separator_size", KVC_PARAM_INT, "64", 0, KVC_POLICY_MAX_SIZE,
-     nullptr, "Most recent separator entries of the middle kept"},
-    {sizeof(kvc_param_info), "heavy_size", KVC_PARAM_INT, "128", 0, KVC_POLICY_MAX_SIZE,
-     nullptr, "Other middle entries kept by accumulated attention (heavy hitters)"},
-    {sizeof(kvc_param_info), "local_size", KVC_PARAM_INT, "256", 0, KVC_POLICY_MAX_SIZE,
-     nullptr, "Most recent entries kept"},
-    {sizeof(kvc_param_info), "scope", KVC_PARAM_CHOICE, "per_head", 0, 0, "per_head|shared",
-     "per_head: each (layer, head) ranks its own scores; shared: one set for all, scored by "
-     "score_layers summed over heads (the seed project: shared, layer 0)"},
-    {sizeof(kvc_param_info), "score_layers", KVC_PARAM_INT_LIST, "0", 0, 65535, nullptr,
-     "Layers whose attention scores the shared scope sums over heads"},
+    kvc_policy::param::kStartSize,
+    kvc_policy::param::kSeparatorSize,
+    kvc_policy::param::kHeavySize,
+    kvc_policy::param::kLocalSize,
+    kvc_policy::param::kScope,
+    kvc_policy::param::kScoreLayers,
     {sizeof(kvc_param_info), "update_interval", KVC_PARAM_INT, "0", 0, KVC_POLICY_MAX_SIZE,
      nullptr, "0: select heavy hitters at every eviction; N > 0: the lazy_h2o rule with N"},
-    {sizeof(kvc_param_info), "separators", KVC_PARAM_INT_LIST, KVC_POLICY_DEFAULT_SEPARATORS, 0,
-     KVC_POLICY_MAX_ID, nullptr, "Separator token ids (default: the SepLLM list for GPT-NeoX)"},
-    {sizeof(kvc_param_info), "separator_strings", KVC_PARAM_STRING_LIST, "", 0, 0, nullptr,
-     "More separators as text, mapped through the model's tokenizer (alone and with a leading "
-     "space)"},
+    kvc_policy::param::kSeparators,
+    kvc_policy::param::kSeparatorStrings,
 };
 
 struct Instance {
