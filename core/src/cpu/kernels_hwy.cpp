@@ -1,0 +1,335 @@
+// Portable SIMD kernels, compiled once per Highway target (SSE4, AVX2, AVX-512, ...) and chosen
+// at run time by HWY_DYNAMIC_DISPATCH.
+//
+// Every output element y[t, r] is accumulated the same way on a given target, whatever the tile
+// it is computed in: one vector accumulator summing lane-wise over full vectors of columns in
+// increasing order, a horizontal sum, then the leftover columns added one by one. That makes the
+// decode (matvec) and prefill (gemm) paths bitwise equal and independent of the thread split.
+//
+// bf16 weights take one more step: a vector of 2N bf16 values is read as N 32-bit lanes, and
+// one shift / one mask turn it into the N even and the N odd elements as fp32 (cheaper than
+// widening two halves with shuffles). The activations are permuted to match, once per call:
+// within each block of 2N columns, the N even ones then the N odd ones. The prefill panel is
+// widened into the same permuted order, so both paths still perform the same operations.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "cpu/kernels_hwy.cpp"
+#include <hwy/foreach_target.h>  // re-includes this file once per target
+
+#include <hwy/highway.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu/kernels.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace kvc::cpu::detail::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+// Register tile of the prefill kernel: kGemmRows weight rows x kGemmTokens tokens accumulators.
+// AVX-512 has 32 vector registers, the other targets 16.
+#if HWY_TARGET <= HWY_AVX3
+constexpr int kGemmRows = 4, kGemmTokens = 4;
+#else
+constexpr int kGemmRows = 4, kGemmTokens = 2;
+#endif
+
+// One vector of weights as fp32 (exact widening).
+HWY_INLINE VF LoadW(DF df, const float* HWY_RESTRICT p) { return hn::LoadU(df, p); }
+HWY_INLINE VF LoadW(DF df, const hwy::bfloat16_t* HWY_RESTRICT p) {
+  const hn::Rebind<hwy::bfloat16_t, DF> dbf;
+  return hn::PromoteTo(df, hn::LoadU(dbf, p));
+}
+HWY_INLINE VF LoadW(DF df, const hwy::float16_t* HWY_RESTRICT p) {
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  return hn::PromoteTo(df, hn::LoadU(dh, p));
+}
+
+HWY_INLINE float ScalarW(const float* p) { return *p; }
+HWY_INLINE float ScalarW(const hwy::bfloat16_t* p) {
+  uint16_t b;
+  std::memcpy(&b, p, 2);
+  return bf16_to_f32(b);
+}
+HWY_INLINE float ScalarW(const hwy::float16_t* p) {
+  uint16_t b;
+  std::memcpy(&b, p, 2);
+  return f16_to_f32(b);
+}
+
+// 2N bf16 values -> the N even-indexed and the N odd-indexed ones as fp32 (exact).
+HWY_INLINE void WidenPairs(DF df, const hwy::bfloat16_t* HWY_RESTRICT p, VF& even, VF& odd) {
+  const hn::RebindToUnsigned<DF> du;
+  const auto v = hn::LoadU(du, reinterpret_cast<const uint32_t*>(p));
+  even = hn::BitCast(df, hn::ShiftLeft<16>(v));  // little endian: element 2i is the low half
+  odd = hn::BitCast(df, hn::And(v, hn::Set(du, 0xFFFF0000u)));
+}
+
+// Column permutation used with bf16 weights: within each full block of 2N columns, the even
+// columns then the odd ones; the columns after the last full block keep their order.
+void PermutePairs(const float* HWY_RESTRICT x, int64_t cols, float* HWY_RESTRICT out) {
+  const int64_t n = static_cast<int64_t>(hn::Lanes(DF()));
+  int64_t c = 0;
+  for (; c + 2 * n <= cols; c += 2 * n) {
+    for (int64_t i = 0; i < n; ++i) {
+      out[c + i] = x[c + 2 * i];
+      out[c + n + i] = x[c + 2 * i + 1];
+    }
+  }
+  for (; c < cols; ++c) out[c] = x[c];
+}
+
+// out[t * ldo + r] = dot(w row r, x row t) (+ bias[r]) for r < kR, t < kT.
+// w rows have stride `cols`, x rows stride ldx.
+template <int kR, int kT, class WT>
+HWY_INLINE void Tile(const WT* HWY_RESTRICT w, int64_t cols, const float* HWY_RESTRICT x,
+                     int64_t ldx, const float* HWY_RESTRICT bias, float* HWY_RESTRICT out,
+                     int64_t ldo) {
+  const DF df;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  VF acc[kR][kT];
+  for (int r = 0; r < kR; ++r)
+    for (int t = 0; t < kT; ++t) acc[r][t] = hn::Zero(df);
+  int64_t c = 0;
+  for (; c + n <= cols; c += n) {
+    VF xv[kT];
+    for (int t = 0; t < kT; ++t) xv[t] = hn::LoadU(df, x + t * ldx + c);
+    for (int r = 0; r < kR; ++r) {
+      const VF wv = LoadW(df, w + r * cols + c);
+      for (int t = 0; t < kT; ++t) acc[r][t] = hn::MulAdd(wv, xv[t], acc[r][t]);
+    }
+  }
+  for (int r = 0; r < kR; ++r) {
+    for (int t = 0; t < kT; ++t) {
+      float s = hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
+      for (int64_t k = c; k < cols; ++k) s += ScalarW(w + r * cols + k) * x[t * ldx + k];
+      if (bias) s += bias[r];
+      out[t * ldo + r] = s;
+    }
+  }
+}
+
+template <class WT>
+void MatvecRowsT(const WT* HWY_RESTRICT w, int64_t cols, const float* HWY_RESTRICT x,
+                 const float* HWY_RESTRICT bias, float* HWY_RESTRICT y, int64_t r0, int64_t r1) {
+  constexpr int kR = static_cast<int>(kRowUnit);
+  int64_t r = r0;
+  for (; r + kR <= r1; r += kR) {
+    Tile<kR, 1>(w + r * cols, cols, x, 0, bias ? bias + r : nullptr, y + r, 0);
+  }
+  for (; r < r1; ++r) Tile<1, 1>(w + r * cols, cols, x, 0, bias ? bias + r : nullptr, y + r, 0);
+}
+
+// Decode tile for bf16 weights: xp is x permuted by PermutePairs. Same operations, in the same
+// order, as Tile<kR, 1> on the rows widened by WidenPanelPairs.
+template <int kR>
+HWY_INLINE void TilePairs(const hwy::bfloat16_t* HWY_RESTRICT w, int64_t cols,
+                          const float* HWY_RESTRICT xp, const float* HWY_RESTRICT bias,
+                          float* HWY_RESTRICT out) {
+  const DF df;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  VF acc[kR];
+  for (int r = 0; r < kR; ++r) acc[r] = hn::Zero(df);
+  int64_t c = 0;
+  for (; c + 2 * n <= cols; c += 2 * n) {
+    const VF xe = hn::LoadU(df, xp + c), xo = hn::LoadU(df, xp + c + n);
+    for (int r = 0; r < kR; ++r) {
+      VF we, wo;
+      WidenPairs(df, w + r * cols + c, we, wo);
+      acc[r] = hn::MulAdd(we, xe, acc[r]);
+      acc[r] = hn::MulAdd(wo, xo, acc[r]);
+    }
+  }
+  for (; c + n <= cols; c += n) {
+    const VF xv = hn::LoadU(df, xp + c);
+    for (int r = 0; r < kR; ++r) acc[r] = hn::MulAdd(LoadW(df, w + r * cols + c), xv, acc[r]);
+  }
+  for (int r = 0; r < kR; ++r) {
+    float s = hn::GetLane(hn::SumOfLanes(df, acc[r]));
+    for (int64_t k = c; k < cols; ++k) s += ScalarW(w + r * cols + k) * xp[k];
+    if (bias) s += bias[r];
+    out[r] = s;
+  }
+}
+
+void MatvecRowsBf16(const hwy::bfloat16_t* HWY_RESTRICT w, int64_t cols,
+                    const float* HWY_RESTRICT x, const float* HWY_RESTRICT bias,
+                    float* HWY_RESTRICT y, int64_t r0, int64_t r1) {
+  thread_local std::vector<float> xp;
+  xp.resize(static_cast<size_t>(cols));
+  PermutePairs(x, cols, xp.data());
+  constexpr int kR = static_cast<int>(kRowUnit);
+  int64_t r = r0;
+  for (; r + kR <= r1; r += kR) {
+    TilePairs<kR>(w + r * cols, cols, xp.data(), bias ? bias + r : nullptr, y + r);
+  }
+  for (; r < r1; ++r) TilePairs<1>(w + r * cols, cols, xp.data(), bias ? bias + r : nullptr, y + r);
+}
+
+void MatvecRows(DType dtype, const void* w, int64_t cols, const float* x, const float* bias,
+                float* y, int64_t r0, int64_t r1) {
+  switch (dtype) {
+    case DType::F32:
+      return MatvecRowsT(static_cast<const float*>(w), cols, x, bias, y, r0, r1);
+    case DType::BF16:
+      return MatvecRowsBf16(static_cast<const hwy::bfloat16_t*>(w), cols, x, bias, y, r0, r1);
+    case DType::F16:
+      return MatvecRowsT(static_cast<const hwy::float16_t*>(w), cols, x, bias, y, r0, r1);
+  }
+}
+
+// Rows [0, nr) x tokens [0, nt) of a panel, with nr <= kGemmRows and nt <= kGemmTokens chosen
+// at run time; full tiles take the fast branch.
+HWY_INLINE void PanelTile(int nr, int nt, const float* w, int64_t cols, const float* x,
+                          const float* bias, float* out, int64_t ldo) {
+  if (nr == kGemmRows && nt == kGemmTokens) {
+    return Tile<kGemmRows, kGemmTokens>(w, cols, x, cols, bias, out, ldo);
+  }
+  // Edges: one row at a time (same per-element arithmetic as the full tile).
+  for (int r = 0; r < nr; ++r) {
+    const float* wr = w + r * cols;
+    const float* br = bias ? bias + r : nullptr;
+    int t = 0;
+    for (; t + 2 <= nt; t += 2) {
+      Tile<1, 2>(wr, cols, x + t * cols, cols, br, out + t * ldo + r, ldo);
+    }
+    if (t < nt) Tile<1, 1>(wr, cols, x + t * cols, cols, br, out + t * ldo + r, ldo);
+  }
+}
+
+template <class WT>
+void WidenRows(const WT* HWY_RESTRICT w, int64_t count, float* HWY_RESTRICT out) {
+  const DF df;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  int64_t i = 0;
+  for (; i + n <= count; i += n) hn::StoreU(LoadW(df, w + i), df, out + i);
+  for (; i < count; ++i) out[i] = ScalarW(w + i);
+}
+
+// Widens `nr` bf16 rows into fp32 with each row's columns permuted as by PermutePairs.
+void WidenPanelPairs(const hwy::bfloat16_t* HWY_RESTRICT w, int nr, int64_t cols,
+                     float* HWY_RESTRICT out) {
+  const DF df;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  for (int r = 0; r < nr; ++r, w += cols, out += cols) {
+    int64_t c = 0;
+    for (; c + 2 * n <= cols; c += 2 * n) {
+      VF we, wo;
+      WidenPairs(df, w + c, we, wo);
+      hn::StoreU(we, df, out + c);
+      hn::StoreU(wo, df, out + c + n);
+    }
+    for (; c < cols; ++c) out[c] = ScalarW(w + c);
+  }
+}
+
+void GemmRows(DType dtype, const void* w, int64_t rows, int64_t cols, const float* x,
+              int64_t n_tokens, const float* bias, float* y, int64_t r0, int64_t r1) {
+  // Tokens per outer block: keep that block of x (read once per row panel) within ~512 KiB of L2.
+  const int64_t token_block = std::clamp<int64_t>(
+      (int64_t{512} << 10) / std::max<int64_t>(1, cols * 4) / kGemmTokens * kGemmTokens,
+      kGemmTokens, 256);
+  thread_local std::vector<float> panel;  // weight rows widened to fp32
+  if (dtype != DType::F32) panel.resize(static_cast<size_t>(kGemmRows * cols));
+  thread_local std::vector<float> xp;  // bf16 only: the token block, columns permuted
+  if (dtype == DType::BF16) xp.resize(static_cast<size_t>(std::min(token_block, n_tokens) * cols));
+
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += token_block) {
+    const int64_t t1 = std::min(n_tokens, t0 + token_block);
+    const float* xb = x + t0 * cols;  // activations of tokens [t0, t1)
+    if (dtype == DType::BF16) {
+      for (int64_t t = t0; t < t1; ++t) {
+        PermutePairs(x + t * cols, cols, xp.data() + (t - t0) * cols);
+      }
+      xb = xp.data();
+    }
+    for (int64_t r = r0; r < r1; r += kGemmRows) {
+      const int nr = static_cast<int>(std::min<int64_t>(kGemmRows, r1 - r));
+      const float* wp;
+      switch (dtype) {
+        case DType::F32:
+          wp = static_cast<const float*>(w) + r * cols;
+          break;
+        case DType::BF16:
+          WidenPanelPairs(static_cast<const hwy::bfloat16_t*>(w) + r * cols, nr, cols,
+                          panel.data());
+          wp = panel.data();
+          break;
+        case DType::F16:
+        default:
+          WidenRows(static_cast<const hwy::float16_t*>(w) + r * cols, nr * cols, panel.data());
+          wp = panel.data();
+          break;
+      }
+      const float* br = bias ? bias + r : nullptr;
+      for (int64_t t = t0; t < t1; t += kGemmTokens) {
+        const int nt = static_cast<int>(std::min<int64_t>(kGemmTokens, t1 - t));
+        PanelTile(nr, nt, wp, cols, xb + (t - t0) * cols, br, y + t * rows + r, rows);
+      }
+    }
+  }
+}
+
+float DotF32(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, int64_t count) {
+  const DF df;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  VF s0 = hn::Zero(df), s1 = hn::Zero(df), s2 = hn::Zero(df), s3 = hn::Zero(df);
+  int64_t i = 0;
+  for (; i + 4 * n <= count; i += 4 * n) {
+    s0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), s0);
+    s1 = hn::MulAdd(hn::LoadU(df, a + i + n), hn::LoadU(df, b + i + n), s1);
+    s2 = hn::MulAdd(hn::LoadU(df, a + i + 2 * n), hn::LoadU(df, b + i + 2 * n), s2);
+    s3 = hn::MulAdd(hn::LoadU(df, a + i + 3 * n), hn::LoadU(df, b + i + 3 * n), s3);
+  }
+  for (; i + n <= count; i += n) s0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), s0);
+  float s = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3))));
+  for (; i < count; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void AxpyF32(float alpha, const float* HWY_RESTRICT x, float* HWY_RESTRICT y, int64_t count) {
+  const DF df;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  const VF va = hn::Set(df, alpha);
+  int64_t i = 0;
+  for (; i + n <= count; i += n) {
+    hn::StoreU(hn::MulAdd(va, hn::LoadU(df, x + i), hn::LoadU(df, y + i)), df, y + i);
+  }
+  for (; i < count; ++i) y[i] += alpha * x[i];
+}
+
+const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
+
+}  // namespace kvc::cpu::detail::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace kvc::cpu::detail {
+
+HWY_EXPORT(MatvecRows);
+HWY_EXPORT(GemmRows);
+HWY_EXPORT(DotF32);
+HWY_EXPORT(AxpyF32);
+HWY_EXPORT(TargetName);
+
+void matvec_rows(DType dtype, const void* w, int64_t cols, const float* x, const float* bias,
+                 float* y, int64_t r0, int64_t r1) {
+  HWY_DYNAMIC_DISPATCH(MatvecRows)(dtype, w, cols, x, bias, y, r0, r1);
+}
+void gemm_rows(DType dtype, const void* w, int64_t rows, int64_t cols, const float* x,
+               int64_t n_tokens, const float* bias, float* y, int64_t r0, int64_t r1) {
+  HWY_DYNAMIC_DISPATCH(GemmRows)(dtype, w, rows, cols, x, n_tokens, bias, y, r0, r1);
+}
+float dot_f32(const float* a, const float* b, int64_t n) {
+  return HWY_DYNAMIC_DISPATCH(DotF32)(a, b, n);
+}
+void axpy_f32(float alpha, const float* x, float* y, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(AxpyF32)(alpha, x, y, n);
+}
+const char* target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+
+}  // namespace kvc::cpu::detail
+#endif  // HWY_ONCE
