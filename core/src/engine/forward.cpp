@@ -161,7 +161,10 @@ void CpuForward::run_block(const ForwardRequest& req, int64_t offset, int64_t n,
         layer_norm(&x_[t * hidden], lw.ln2_w, lw.ln2_b, eps, hidden, &h_[t * hidden]);
     }
     cpu::matmul(h_.data(), n, lw.fc_in, lw.fc_in_b, mlp_.data(), pool_);
-    for (size_t i = 0; i < static_cast<size_t>(n * inter); ++i) mlp_[i] = gelu(mlp_[i]);
+    // erf is costly (intermediate_size of them per token and layer): spread it over the pool.
+    pool_.parallel_for(n * inter, [&](int64_t begin, int64_t end, int) {
+      for (int64_t i = begin; i < end; ++i) mlp_[i] = gelu(mlp_[i]);
+    });
     cpu::matmul(mlp_.data(), n, lw.fc_out, lw.fc_out_b, mlp2_.data(), pool_);
     if (cfg_.use_parallel_residual) {
       // Same association as transformers: (mlp + attn) + x.

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cpu/thread_pool.h"
+#include "engine/backend.h"
 #include "engine/kv_cache.h"
 #include "kvc/kvc.h"
 #include "model/weights.h"
@@ -39,25 +40,15 @@ class RotaryTable {
   int64_t n_ = 0;
 };
 
-struct ForwardRequest {
-  const int32_t* tokens = nullptr;
-  int64_t n_tokens = 0;
-  int64_t first_position = 0;  // original position of tokens[0] (tokens seen before)
-  kvc_position_mode positions = KVC_POSITIONS_SHIFT;
-  uint32_t signals = 0;        // KVC_SIGNAL_* to maintain in the cache
-  kvc_logits which = KVC_LOGITS_LAST;
-  float* logits = nullptr;     // [n_tokens or 1][vocab] as `which` asks
-};
-
 // Per-session compute state: scratch buffers, the rotary table and the worker threads. The
 // weights are shared (read-only) between sessions.
-class CpuForward {
+class CpuForward final : public ComputeBackend {
  public:
   CpuForward(const ModelWeights& weights, int n_threads);
 
   // Appends the request's tokens to `cache` and computes what it asks for. Long batches are
   // processed in blocks; the result does not depend on the block size beyond fp32 rounding.
-  void run(const ForwardRequest& request, KvCache& cache);
+  void run(const ForwardRequest& request, KvCache& cache) override;
 
   cpu::ThreadPool& pool() { return pool_; }
 

@@ -13,19 +13,24 @@ int32_t HeadCache::append(const float* key, const float* value, int64_t position
     slot = free_slots_.back();
     free_slots_.pop_back();
   } else {
-    slot = static_cast<int32_t>(keys_.size() / head_dim_);
-    keys_.resize(keys_.size() + head_dim_);
-    values_.resize(values_.size() + head_dim_);
+    slot = n_slots_++;
+    if (store_kv_) {
+      keys_.resize(keys_.size() + head_dim_);
+      values_.resize(values_.size() + head_dim_);
+    }
   }
-  std::memcpy(&keys_[static_cast<size_t>(slot) * head_dim_], key, sizeof(float) * head_dim_);
-  std::memcpy(&values_[static_cast<size_t>(slot) * head_dim_], value, sizeof(float) * head_dim_);
+  if (store_kv_) {
+    std::memcpy(&keys_[static_cast<size_t>(slot) * head_dim_], key, sizeof(float) * head_dim_);
+    std::memcpy(&values_[static_cast<size_t>(slot) * head_dim_], value,
+                sizeof(float) * head_dim_);
+  }
   slot_.push_back(slot);
   position_.push_back(position);
   token_.push_back(token_id);
   acc_.push_back(0.0f);
   last_.push_back(0.0f);
   float norm = 0.0f;
-  if (want_key_norm) {
+  if (want_key_norm && store_kv_) {
     double s = 0.0;
     for (int i = 0; i < head_dim_; ++i) s += static_cast<double>(key[i]) * key[i];
     norm = static_cast<float>(std::sqrt(s));
@@ -73,7 +78,7 @@ void HeadCache::evict(const int32_t* ranks, int64_t n) {
 void HeadCache::clear() {
   // Keep the allocations: a reset session refills them at once.
   free_slots_.clear();
-  for (int32_t s = static_cast<int32_t>(keys_.size() / std::max(head_dim_, 1)) - 1; s >= 0; --s)
+  for (int32_t s = n_slots_ - 1; s >= 0; --s)
     free_slots_.push_back(s);
   slot_.clear();
   position_.clear();

@@ -21,6 +21,12 @@ namespace kvc {
 class HeadCache {
  public:
   void init(int head_dim) { head_dim_ = head_dim; }
+  // false: metadata only (a device backend keeps the keys and values in the same slots);
+  // append then ignores `key` and `value`, which may be NULL.
+  void set_store_kv(bool store) { store_kv_ = store; }
+  bool stores_kv() const { return store_kv_; }
+  // Slots ever allocated (the highest slot number + 1).
+  int32_t n_slots() const { return n_slots_; }
 
   int64_t size() const { return static_cast<int64_t>(slot_.size()); }
 
@@ -42,6 +48,7 @@ class HeadCache {
   const std::vector<float>& acc_attention() const { return acc_; }
   const std::vector<float>& last_attention() const { return last_; }
   const std::vector<float>& key_norms() const { return norm_; }
+  std::vector<float>& key_norms() { return norm_; }
 
   // Keeps only the entries at `ranks` (strictly increasing, validated by the caller).
   void keep(const int32_t* ranks, int64_t n);
@@ -53,6 +60,8 @@ class HeadCache {
   void compact(const std::vector<uint8_t>& keep_mask);
 
   int head_dim_ = 0;
+  bool store_kv_ = true;
+  int32_t n_slots_ = 0;
   std::vector<float> keys_;    // [n_slots][head_dim], pre-rotary
   std::vector<float> values_;  // [n_slots][head_dim]
   std::vector<int32_t> free_slots_;
@@ -83,6 +92,9 @@ class KvCache {
   int64_t max_entries() const;
   int64_t total_entries() const;
   void clear();
+  void set_store_kv(bool store) {
+    for (auto& h : heads_) h.set_store_kv(store);
+  }
 
   // A read-only view for a policy (pointers into the cache; valid until the cache changes).
   // Signal arrays are exposed only when `signals` (KVC_SIGNAL_* bits) asks for them.

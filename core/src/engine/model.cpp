@@ -33,24 +33,46 @@ std::unique_ptr<kvc_model> load_model(const std::string& path, const kvc_model_o
   switch (options.backend) {
     case KVC_BACKEND_AUTO:
     case KVC_BACKEND_CPU:
-      break;
     case KVC_BACKEND_CUDA:
-      fail(KVC_ERR_UNSUPPORTED,
-           "backend 'cuda' is not available in this build of libkvc (use 'cpu' or 'auto')");
+      break;
     default:
       fail(KVC_ERR_INVALID_ARGUMENT, "kvc_model_options.backend: unknown value " +
                                          std::to_string(options.backend));
   }
+  // CUDA computes in fp16/bf16 only: AUTO with an explicit float32 request stays on the CPU.
+  DeviceProvider* provider = nullptr;
+  const bool wants_f32 = options.weight_dtype == KVC_DTYPE_F32;
+  if (options.backend == KVC_BACKEND_CUDA) {
+    if (wants_f32)
+      fail(KVC_ERR_UNSUPPORTED, "kvc_model_options.weight_dtype: the CUDA backend stores "
+                                "weights in float16 or bfloat16, not float32");
+    provider = &cuda_provider();  // throws KVC_ERR_BACKEND saying why
+    provider->probe(options.device);
+  } else if (options.backend == KVC_BACKEND_AUTO && !wants_f32) {
+    try {
+      provider = &cuda_provider();
+      provider->probe(options.device);
+    } catch (const Error&) {
+      provider = nullptr;  // no library or no device: the CPU, silently
+    }
+  }
   auto model = std::make_unique<kvc_model>();
   model->path = path;
-  model->backend = KVC_BACKEND_CPU;
+  model->backend = provider ? KVC_BACKEND_CUDA : KVC_BACKEND_CPU;
   const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
   model->n_threads = options.n_threads > 0 ? options.n_threads : static_cast<int>(hw);
-  const DType dtype = storage_dtype(options.weight_dtype);
+  const DType dtype = provider && options.weight_dtype == KVC_DTYPE_AUTO
+                          ? DType::F16
+                          : storage_dtype(options.weight_dtype);
+  // Uploads the weights once they are loaded (the host copy stays: embeddings and tests).
+  const auto attach_device = [&](kvc_model& m) {
+    if (provider) m.device = provider->load(*m.weights, options.device, dtype);
+  };
 
   if (path.rfind(kSyntheticPrefix, 0) == 0) {
     model->config = synthetic_config(path.substr(std::char_traits<char>::length(kSyntheticPrefix)));
     model->weights = synthetic_weights(model->config, dtype, options.seed, model->n_threads);
+    attach_device(*model);
     return model;
   }
 
@@ -69,6 +91,7 @@ std::unique_ptr<kvc_model> load_model(const std::string& path, const kvc_model_o
     model->tokenizer = std::make_unique<kvc_tokenizer>();
     model->tokenizer->impl = Tokenizer::load_file(tok.string());
   }
+  attach_device(*model);
   return model;
 }
 

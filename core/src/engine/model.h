@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/backend.h"
 #include "kvc/kvc.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -14,6 +15,8 @@ struct kvc_model {
   kvc::ModelConfig config;
   std::unique_ptr<kvc::ModelWeights> weights;
   std::unique_ptr<kvc_tokenizer> tokenizer;  // null when the folder has no tokenizer.json
+  // The CUDA backend's copy of the weights; null when the model runs on the CPU.
+  std::unique_ptr<kvc::DeviceModel> device;
   kvc_backend backend = KVC_BACKEND_CPU;
   int n_threads = 1;
 };

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "engine/forward.h"
 #include "tokenizer/tokenizer.h"
 
 using kvc::fail;
@@ -37,9 +38,14 @@ float nll_of(const float* logits, int64_t vocab, int32_t target) {
 kvc_session::kvc_session(kvc_model* m, const kvc_session_options& options)
     : model(m),
       cache(m->config.n_layers, m->config.n_heads, m->config.head_dim),
-      forward_(*m->weights, m->n_threads),
       positions_(options.positions),
       max_entries_(options.max_entries) {
+  if (m->device) {
+    backend_ = m->device->create_session();
+    cache.set_store_kv(false);  // keys and values live on the device
+  } else {
+    backend_ = std::make_unique<kvc::CpuForward>(*m->weights, m->n_threads);
+  }
   if (options.positions != KVC_POSITIONS_SHIFT && options.positions != KVC_POSITIONS_ORIGINAL)
     fail(KVC_ERR_INVALID_ARGUMENT, "kvc_session_options.positions: unknown value " +
                                        std::to_string(options.positions) +
@@ -106,7 +112,7 @@ void kvc_session::step(const int32_t* tokens, int64_t n, kvc_logits which, float
   req.signals = signals_;
   req.which = which;
   req.logits = logits;
-  forward_.run(req, cache);
+  backend_->run(req, cache);
   n_seen_ += n;
   consult_policy(n);
 }
@@ -118,6 +124,7 @@ void kvc_session::consult_policy(int64_t n_new) {
                     (setup.trigger == KVC_TRIGGER_OVER_CAPACITY &&
                      cache.max_entries() > setup.trigger_size);
   if (!fire) return;
+  if (signals_ != 0) backend_->fetch_signals(cache, signals_);
   const kvc_cache_view& view = cache.make_view(n_seen_, n_new, signals_);
   const int64_t stride = std::max<int64_t>(cache.max_entries(), 1);
   plan_ranks_.resize(cache.n_head_caches() * static_cast<size_t>(stride));
@@ -132,6 +139,7 @@ void kvc_session::consult_policy(int64_t n_new) {
   if (plan.kind == KVC_PLAN_NOTHING) return;
   const int64_t before = cache.total_entries();
   cache.apply(plan);
+  backend_->on_plan_applied(plan, cache);
   if (cache.total_entries() != before) ++n_evictions_;
 }
 
@@ -170,6 +178,7 @@ void kvc_session::score(const int32_t* tokens, int64_t n, kvc_score_mode mode, f
 
 void kvc_session::reset() {
   cache.clear();
+  backend_->on_heads_changed(-1, -1);
   n_seen_ = 0;
   n_evictions_ = 0;
   if (policy_) policy_->reset();
@@ -208,6 +217,7 @@ void kvc_session::keep(int32_t layer, int32_t head, const int32_t* ranks, size_t
       cache.head(l, h).keep(ranks, static_cast<int64_t>(n_ranks));
     }
   }
+  backend_->on_heads_changed(layer, head);
 }
 
 kvc_cache_stats kvc_session::stats() const {

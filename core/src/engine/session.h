@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/forward.h"
+#include "engine/backend.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "kvc/kvc.h"
@@ -34,7 +34,7 @@ struct kvc_session {
   void consult_policy(int64_t n_new);
   void check_room(int64_t n_new) const;
 
-  kvc::CpuForward forward_;
+  std::unique_ptr<kvc::ComputeBackend> backend_;  // CpuForward, or the model's device
   std::unique_ptr<kvc::PolicyInstance> policy_;  // null: the built-in full cache
   uint32_t signals_ = 0;
   kvc_position_mode positions_;

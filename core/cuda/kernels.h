@@ -1,0 +1,73 @@
+// Launchers of the CUDA backend's kernels (kernels.cu). 16-bit buffers are passed as void*
+// with `bf16` choosing bfloat16 over float16; everything else is float32 or int32.
+// All launches are asynchronous on `stream`.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace kvc::cuda {
+
+// The device mirror of the per-(layer, head) rank tables and slot arrays, as kernels see it.
+struct DeviceCache {
+  void* keys = nullptr;    // [n_heads_total][slot_cap][head_dim], pre-rotary
+  void* values = nullptr;  // [n_heads_total][slot_cap][head_dim]
+  float* acc = nullptr;    // [n_heads_total][slot_cap] accumulated attention (by slot)
+  float* last = nullptr;   // [n_heads_total][slot_cap] last-step attention (by slot)
+  float* norm = nullptr;   // [n_heads_total][slot_cap] key L2 norm (by slot)
+  int32_t* slot_table = nullptr;  // [n_heads_total][table_cap] rank -> slot
+  int32_t* pos_table = nullptr;   // [n_heads_total][table_cap] rank -> original position
+  int32_t* sizes = nullptr;       // [n_heads_total] entries per head
+  int64_t slot_cap = 0;
+  int64_t table_cap = 0;
+  int n_heads = 0;  // per layer
+  int head_dim = 0;
+};
+
+// x[t] = embed[tokens[t]] (fp32).
+void embed(const void* table, bool bf16, const int32_t* tokens, int n, int hidden, float* x,
+           cudaStream_t stream);
+
+// out[t] = LN(x[t]) * w + b, rounded to 16 bits.
+void layer_norm(const float* x, const float* w, const float* b, float eps, int n, int dim,
+                void* out, bool bf16, cudaStream_t stream);
+
+// Replays plans: head i keeps ranks gather_ranks[offset[i] ...+count[i]) (count < 0: none).
+// `scratch` holds 2 * n_heads_total * table_cap int32.
+void gather_tables(const DeviceCache& c, int n_heads_total, const int32_t* offset,
+                   const int32_t* count, const int32_t* gather_ranks, int32_t* scratch,
+                   cudaStream_t stream);
+// Writes ranks [first[i], sizes[i]) of head i from slots/positions[entry_offset[i] ...] and
+// copies `sizes` into the cache.
+void write_tables(const DeviceCache& c, int n_heads_total, const int32_t* sizes,
+                  const int32_t* first, const int32_t* entry_offset, const int32_t* slots,
+                  const int32_t* positions, cudaStream_t stream);
+
+// For layer `layer`: qkv = GEMM output [n][3*hidden] (no bias). Writes the n new keys
+// (pre-rotary) and values of every head into their slots (ranks sizes-n .. sizes-1), resets
+// their signals and key norms, and writes the rotated queries q [n][hidden] (fp32).
+void append_kv(const DeviceCache& c, int layer, const float* qkv, const float* qkv_bias, int n,
+               int64_t first_position, bool shift, const float* cos, const float* sin,
+               int rotary_ndims, bool bf16, float* q, cudaStream_t stream);
+
+// Causal attention of the n new queries of `layer` over each head's table (rank r rotated
+// with r under shift, pos_table[r] otherwise). ctx [n][hidden] (16-bit). `scores` holds
+// n_heads * n * max_visible floats. Signals: acc += p (want_acc); last = p of the final query
+// (want_last).
+void attention(const DeviceCache& c, int layer, const float* q, int n, int64_t max_visible,
+               bool shift, const float* cos, const float* sin, int rotary_ndims, float scale,
+               bool want_acc, bool want_last, bool bf16, float* scores, void* ctx,
+               cudaStream_t stream);
+
+// out = gelu(in + bias) (exact erf GELU), rounded to 16 bits; [n][width].
+void bias_gelu(const float* in, const float* bias, int n, int width, void* out, bool bf16,
+               cudaStream_t stream);
+
+// x = x + (a + a_bias)                          when m == nullptr (sequential, first half)
+// x = ((m + m_bias) + (a + a_bias)) + x         parallel residual
+// x = (m + m_bias) + x                          when a == nullptr (sequential, second half)
+void residual(float* x, const float* a, const float* a_bias, const float* m,
+              const float* m_bias, int n, int hidden, cudaStream_t stream);
+
+}  // namespace kvc::cuda

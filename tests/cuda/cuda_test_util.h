@@ -1,0 +1,62 @@
+// Helpers of the CUDA API tests (public C ABI only).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "kvc/kvc.h"
+
+namespace kvc::cudatest {
+
+struct ModelDeleter {
+  void operator()(kvc_model* m) const { kvc_model_free(m); }
+};
+struct SessionDeleter {
+  void operator()(kvc_session* s) const { kvc_session_free(s); }
+};
+using ModelPtr = std::unique_ptr<kvc_model, ModelDeleter>;
+using SessionPtr = std::unique_ptr<kvc_session, SessionDeleter>;
+
+// KVC_TEST_SOURCE_DIR / KVC_TEST_POLICY_DIR override the build-time paths, so that a copied
+// build (tools/gpu_bundle.sh) runs from another checkout.
+inline std::string env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+inline std::string fixture_model(const std::string& name) {
+  return env_or("KVC_TEST_SOURCE_DIR", KVC_SOURCE_DIR) + "/tests/fixtures/models/" + name;
+}
+inline std::string policy_dir() { return env_or("KVC_TEST_POLICY_DIR", KVC_BUILD_POLICY_DIR); }
+
+inline kvc_status load(const std::string& path, kvc_backend backend, kvc_dtype dtype,
+                       ModelPtr* out) {
+  kvc_model_options o;
+  kvc_model_options_init(&o);
+  o.backend = backend;
+  o.weight_dtype = dtype;
+  o.n_threads = 2;
+  kvc_model* m = nullptr;
+  const kvc_status st = kvc_model_load(path.c_str(), &o, &m);
+  out->reset(m);
+  return st;
+}
+
+inline kvc_backend backend_of(const kvc_model* m) {
+  kvc_model_info info;
+  kvc_model_info_init(&info);
+  EXPECT_EQ(kvc_model_get_info(m, &info), KVC_OK);
+  return info.backend;
+}
+
+// Empty when a CUDA model loads; otherwise why not (the skip reason of GPU tests).
+inline std::string cuda_unavailable_reason() {
+  ModelPtr m;
+  const kvc_status st = load(fixture_model("neox-par-r25"), KVC_BACKEND_CUDA, KVC_DTYPE_F16, &m);
+  if (st == KVC_OK) return "";
+  return std::string(kvc_status_name(st)) + ": " + kvc_last_error();
+}
+
+}  // namespace kvc::cudatest
