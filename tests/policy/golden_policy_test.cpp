@@ -45,8 +45,12 @@ TEST_P(GoldenPolicy, MatchesTheReference) {
   std::ifstream in(kFixtures + "/" + GetParam() + ".json");
   ASSERT_TRUE(in.good()) << GetParam();
   const nlohmann::json fx = nlohmann::json::parse(in);
-  const std::string model_dir =
-      std::string(KVC_SOURCE_DIR) + "/tests/fixtures/models/" + fx["model"].get<std::string>();
+  // "model" names a fixture folder (tests/fixtures/models/<name>) or, with a slash, a path
+  // relative to the repository (the embedded models/kjv-mini).
+  const std::string model_name = fx["model"].get<std::string>();
+  const bool in_fixtures = model_name.find('/') == std::string::npos;
+  const std::string model_dir = std::string(KVC_SOURCE_DIR) +
+                                (in_fixtures ? "/tests/fixtures/models/" : "/") + model_name;
 
   kvc_model_options mo;
   kvc_model_options_init(&mo);
