@@ -444,7 +444,9 @@ void Options::apply_toml(const toml::table& root, const std::string& origin) {
                        join(sections_, ", ") +
                        (hint.empty() ? "" : " (did you mean [" + hint + "]?)"));
     }
-    for (auto&& [key_node, node] : *table) {
+    for (auto&& entry : *table) {  // no structured binding: lambdas capture it (clang < 16)
+      const auto& key_node = entry.first;
+      auto& node = entry.second;
       const std::string key(key_node.str());
       const std::string at = toml_where(origin, node.source()) + ": [" + section + "] " + key;
       Option* o = find(section, key);

@@ -162,9 +162,11 @@ RunResult run_stream(const LoadedModel& model, const EvalRun& run,
     Tally tally;
     int64_t cache_before = cache_stats(session.get()).max_entries_now;
     for (int64_t i = 0; i < counts[f]; ++i) {
-      check(kvc_session_step(session.get(), &ids[static_cast<size_t>(i)], 1, KVC_LOGITS_LAST,
-                             logits.data(), logits.size()),
-            "step " + std::to_string(i) + " of '" + texts[f].path.string() + "'");
+      const kvc_status st = kvc_session_step(session.get(), &ids[static_cast<size_t>(i)], 1,
+                                             KVC_LOGITS_LAST, logits.data(), logits.size());
+      // The message is built only on failure: this loop runs once per token.
+      if (st != KVC_OK)
+        check(st, "step " + std::to_string(i) + " of '" + texts[f].path.string() + "'");
       const double nll = nll_of(logits.data(), vocab, ids[static_cast<size_t>(i) + 1]);
       const int64_t cache_after = cache_stats(session.get()).max_entries_now;
       // The query's rotary position: its rank in the cache (shift) or its index in the text.

@@ -88,8 +88,9 @@ void execute_rule(const kvc_rule& rule, const kvc_cache_view& view, kvc_plan& pl
   if (rule.scope == KVC_SCOPE_SHARED) {
     const int64_t L = view.heads[0].n_entries;
     for (int64_t g = 1; g < n_groups; ++g)
-      require(view.heads[g].n_entries == L, KVC_ERR_INTERNAL,
-              "a shared rule needs every (layer, head) to hold the same entries, but head " +
+      if (view.heads[g].n_entries != L)
+        fail(KVC_ERR_INTERNAL,
+             "a shared rule needs every (layer, head) to hold the same entries, but head " +
                   std::to_string(g) + " holds " + std::to_string(view.heads[g].n_entries) +
                   " and head 0 holds " + std::to_string(L));
     if (L <= skip_at_or_below) return;
@@ -104,13 +105,14 @@ void execute_rule(const kvc_rule& rule, const kvc_cache_view& view, kvc_plan& pl
         for (int32_t l = 0; l < view.n_layers; ++l) layers.push_back(l);
       total.assign(static_cast<size_t>(L), 0.0);
       for (int32_t l : layers) {
-        require(l >= 0 && l < view.n_layers, KVC_ERR_INTERNAL,
-                "score layer " + std::to_string(l) + " is outside the model's " +
+        if (l < 0 || l >= view.n_layers)
+          fail(KVC_ERR_INTERNAL, "score layer " + std::to_string(l) + " is outside the model's " +
                     std::to_string(view.n_layers) + " layers");
         for (int32_t h = 0; h < view.n_heads; ++h) {
           const float* s = signal_of(view.heads[l * view.n_heads + h], rule.heavy_signal);
-          require(s != nullptr, KVC_ERR_INTERNAL,
-                  std::string("the rule needs the signal ") + signal_name(rule.heavy_signal) +
+          if (s == nullptr)
+            fail(KVC_ERR_INTERNAL, std::string("the rule needs the signal ") +
+                                       signal_name(rule.heavy_signal) +
                       " but the cache view does not carry it");
           for (int64_t r = 0; r < L; ++r) total[r] += s[r];
         }
@@ -137,8 +139,9 @@ void execute_rule(const kvc_rule& rule, const kvc_cache_view& view, kvc_plan& pl
       continue;
     }
     const float* s = heavy ? signal_of(h, rule.heavy_signal) : nullptr;
-    require(!heavy || s != nullptr, KVC_ERR_INTERNAL,
-            std::string("the rule needs the signal ") + signal_name(rule.heavy_signal) +
+    if (heavy && s == nullptr)
+      fail(KVC_ERR_INTERNAL, std::string("the rule needs the signal ") +
+                                 signal_name(rule.heavy_signal) +
                 " but the cache view does not carry it");
     const int64_t n = select(
         rule, L, h.token_ids, seps, [&](int64_t r) { return static_cast<double>(s[r]); }, keep,
@@ -154,17 +157,23 @@ void execute_rule(const kvc_rule& rule, const kvc_cache_view& view, kvc_plan& pl
 
 void validate_plan(const kvc_plan& plan, const kvc_cache_view& view, int64_t capacity,
                    const std::string& label) {
+  // Runs after every decision, so the happy path does no allocation: messages are built only
+  // once a check has failed.
   const int64_t n_groups = static_cast<int64_t>(view.n_layers) * view.n_heads;
-  const std::string bad = label + " returned an invalid plan: ";
-  if (plan.kind != KVC_PLAN_NOTHING && plan.kind != KVC_PLAN_KEEP &&
-      plan.kind != KVC_PLAN_EVICT)
-    fail(KVC_ERR_POLICY,
-         bad + "unknown plan kind " + std::to_string(static_cast<int>(plan.kind)) +
-             " (expected KVC_PLAN_NOTHING, KVC_PLAN_KEEP or KVC_PLAN_EVICT)");
+  auto bad = [&](const std::string& what) {
+    fail(KVC_ERR_POLICY, label + " returned an invalid plan: " + what);
+  };
   auto where = [&](int64_t g) {
     return "(layer " + std::to_string(g / view.n_heads) + ", head " +
            std::to_string(g % view.n_heads) + ")";
   };
+  // A C plugin may store any int in the enum; loading an out-of-range enum is UB in C++.
+  int32_t kind = 0;
+  static_assert(sizeof plan.kind == sizeof kind);
+  std::memcpy(&kind, &plan.kind, sizeof kind);
+  if (kind != KVC_PLAN_NOTHING && kind != KVC_PLAN_KEEP && kind != KVC_PLAN_EVICT)
+    bad("unknown plan kind " + std::to_string(kind) +
+        " (expected KVC_PLAN_NOTHING, KVC_PLAN_KEEP or KVC_PLAN_EVICT)");
   if (plan.kind != KVC_PLAN_NOTHING && plan.shared) {
     const kvc_head_view& h0 = view.heads[0];
     for (int64_t g = 1; g < n_groups; ++g) {
@@ -173,27 +182,26 @@ void validate_plan(const kvc_plan& plan, const kvc_cache_view& view, int64_t cap
           h.n_entries == h0.n_entries &&
           (h.positions == nullptr || h0.positions == nullptr ||
            std::memcmp(h.positions, h0.positions, sizeof(int64_t) * h0.n_entries) == 0);
-      require(same, KVC_ERR_POLICY,
-              bad + "a shared plan, but " + where(g) +
-                  " does not hold the same entries as (layer 0, head 0)");
+      if (!same)
+        bad("a shared plan, but " + where(g) +
+            " does not hold the same entries as (layer 0, head 0)");
     }
   }
   const int64_t n_lists = plan.kind == KVC_PLAN_NOTHING ? 0 : (plan.shared ? 1 : n_groups);
   for (int64_t g = 0; g < n_lists; ++g) {
     const int64_t L = view.heads[g].n_entries;
     const int64_t n = plan.counts[g];
-    const std::string at = where(g) + " with " + std::to_string(L) + " entries";
-    require(n >= 0 && n <= L && n <= plan.stride, KVC_ERR_POLICY,
-            bad + "list " + at + " has " + std::to_string(n) + " ranks");
+    auto at = [&] { return where(g) + " with " + std::to_string(L) + " entries"; };
+    if (n < 0 || n > L || n > plan.stride)
+      bad("list " + at() + " has " + std::to_string(n) + " ranks");
     const int32_t* r = plan.ranks + g * plan.stride;
     for (int64_t i = 0; i < n; ++i) {
-      require(r[i] >= 0 && r[i] < L, KVC_ERR_POLICY,
-              bad + "rank " + std::to_string(r[i]) + " is out of range for " + at +
-                  " (allowed 0.." + std::to_string(L - 1) + ")");
-      require(i == 0 || r[i] > r[i - 1], KVC_ERR_POLICY,
-              bad + "ranks of " + at + " are not strictly increasing (" +
-                  std::to_string(r[i - 1 >= 0 ? i - 1 : 0]) + " then " + std::to_string(r[i]) +
-                  "; duplicates and unsorted lists are rejected)");
+      if (r[i] < 0 || r[i] >= L)
+        bad("rank " + std::to_string(r[i]) + " is out of range for " + at() + " (allowed 0.." +
+            std::to_string(L - 1) + ")");
+      if (i > 0 && r[i] <= r[i - 1])
+        bad("ranks of " + at() + " are not strictly increasing (" + std::to_string(r[i - 1]) +
+            " then " + std::to_string(r[i]) + "; duplicates and unsorted lists are rejected)");
     }
   }
   if (capacity < 0) return;
@@ -203,10 +211,9 @@ void validate_plan(const kvc_plan& plan, const kvc_cache_view& view, int64_t cap
     const int64_t after = plan.kind == KVC_PLAN_KEEP    ? listed
                           : plan.kind == KVC_PLAN_EVICT ? L - listed
                                                         : L;
-    require(after <= capacity, KVC_ERR_POLICY,
-            bad + where(g) + " would hold " + std::to_string(after) +
-                " entries after the plan, over the policy's capacity " +
-                std::to_string(capacity));
+    if (after > capacity)
+      bad(where(g) + " would hold " + std::to_string(after) +
+          " entries after the plan, over the policy's capacity " + std::to_string(capacity));
   }
 }
 
