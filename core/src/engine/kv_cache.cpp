@@ -39,10 +39,13 @@ int32_t HeadCache::append(const float* key, const float* value, int64_t position
   return slot;
 }
 
-void HeadCache::compact(const std::vector<uint8_t>& keep_mask) {
+// Keeps the entries for which keep(rank) is true, in order; frees the others' slots. Runs on
+// every eviction, so it works in place without allocating.
+template <class KeepFn>
+void HeadCache::compact(KeepFn&& keep) {
   size_t out = 0;
   for (size_t r = 0; r < slot_.size(); ++r) {
-    if (!keep_mask[r]) {
+    if (!keep(r)) {
       free_slots_.push_back(slot_[r]);
       continue;
     }
@@ -62,17 +65,28 @@ void HeadCache::compact(const std::vector<uint8_t>& keep_mask) {
   norm_.resize(out);
 }
 
+// Both lists are strictly increasing (validated by the caller), so one cursor walks them.
 void HeadCache::keep(const int32_t* ranks, int64_t n) {
-  std::vector<uint8_t> mask(slot_.size(), 0);
-  for (int64_t i = 0; i < n; ++i) mask[ranks[i]] = 1;
-  compact(mask);
+  int64_t next = 0;
+  compact([&](size_t r) {
+    if (next < n && ranks[next] == static_cast<int32_t>(r)) {
+      ++next;
+      return true;
+    }
+    return false;
+  });
 }
 
 void HeadCache::evict(const int32_t* ranks, int64_t n) {
   if (n == 0) return;
-  std::vector<uint8_t> mask(slot_.size(), 1);
-  for (int64_t i = 0; i < n; ++i) mask[ranks[i]] = 0;
-  compact(mask);
+  int64_t next = 0;
+  compact([&](size_t r) {
+    if (next < n && ranks[next] == static_cast<int32_t>(r)) {
+      ++next;
+      return false;
+    }
+    return true;
+  });
 }
 
 void HeadCache::clear() {

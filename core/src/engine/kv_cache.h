@@ -57,7 +57,8 @@ class HeadCache {
   void clear();
 
  private:
-  void compact(const std::vector<uint8_t>& keep_mask);
+  template <class KeepFn>
+  void compact(KeepFn&& keep);
 
   int head_dim_ = 0;
   bool store_kv_ = true;
