@@ -292,18 +292,7 @@ int main(int argc, char** argv) {
   using namespace kvc::hosts;
   return guarded_main(kProgram, [&]() {
     Options options = make_options(Program::Bench);
-    for (int i = 1; i < argc; ++i) {
-      if (std::string(argv[i]) == "--list_policies") {
-        std::vector<std::string> rest;
-        for (int j = 1; j < argc; ++j) {
-          if (j != i) rest.emplace_back(argv[j]);
-        }
-        options.parse(rest);
-        PolicyCatalog catalog(options.get_opt_string("policy", "search_path").value_or(""));
-        std::fputs(describe_policies(catalog).c_str(), stdout);
-        return 0;
-      }
-    }
+    if (list_policies_if_asked(options, argc, argv)) return 0;
     if (!options.parse(argc, argv)) {
       std::fputs(options.help_text("[--mode MODE] [--seq_lengths N [N ...]] [options]\n\n"
                                    "Decode latency against sequence length under a KV-cache "

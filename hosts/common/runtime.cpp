@@ -1,6 +1,7 @@
 #include "runtime.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
@@ -329,6 +330,22 @@ std::string describe_policies(const PolicyCatalog& catalog) {
   std::string errors = catalog.errors();
   if (!errors.empty()) out << "plugins that failed to load:\n" << errors << "\n";
   return out.str();
+}
+
+bool list_policies_if_asked(Options& options, int argc, char** argv) {
+  bool asked = false;
+  std::vector<std::string> rest;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--list_policies")
+      asked = true;
+    else
+      rest.emplace_back(argv[i]);
+  }
+  if (!asked) return false;
+  options.parse(rest);
+  PolicyCatalog catalog(options.get_opt_string("policy", "search_path").value_or(""));
+  std::fputs(describe_policies(catalog).c_str(), stdout);
+  return true;
 }
 
 }  // namespace kvc::hosts

@@ -104,6 +104,10 @@ kvc_cache_stats cache_stats(const kvc_session* session);
 // "name  version  description\n    param (type, default) help" for --list_policies.
 std::string describe_policies(const PolicyCatalog& catalog);
 
+// Handles --list_policies for both programs: when it is among the arguments, parses the others
+// (for --policy_path / --config), prints the installed policies and returns true.
+bool list_policies_if_asked(Options& options, int argc, char** argv);
+
 // A parameter value in the kvc_param text syntax as JSON (numbers, booleans, else strings).
 nlohmann::ordered_json param_value_json(const std::string& text);
 
