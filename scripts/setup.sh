@@ -14,6 +14,7 @@ packages=(
   gnuplot-nox                                  # kvc-bench plots
   cargo rustc golang-go python3-pytest python3-numpy  # bindings tests
   abigail-tools                                # ABI compatibility check
+  clang libclang-rt-14-dev                     # libFuzzer targets (scripts/fuzz.sh)
 )
 
 missing=()

@@ -160,7 +160,7 @@ ModelConfig parse_config_json(std::string_view text, const std::string& origin) 
   json j;
   try {
     j = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e400
     fail(KVC_ERR_FORMAT, origin + ": not valid JSON (" + e.what() + ")");
   }
   if (!j.is_object())

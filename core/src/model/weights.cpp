@@ -32,9 +32,10 @@ constexpr size_t kAlign = 64;
 constexpr size_t kGrain = size_t{1} << 20;  // elements per parallel work item
 
 // The conversion and generation loops vectorise well, 64-bit multiplies included, with AVX-512;
-// compile them for several x86-64 levels and pick one at load time.
+// compile them for several x86-64 levels and pick one at load time. Not under sanitizers: the
+// instrumented ifunc resolver runs during relocation, before the sanitizer runtime is ready.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__)
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define KVC_MULTIVERSION \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else

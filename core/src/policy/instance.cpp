@@ -1,5 +1,6 @@
 // PolicyInstance: one plugin instance, its validated setup, and its decisions.
 #include <algorithm>
+#include <cstring>
 
 #include "common/error.h"
 #include "policy/policy.h"
@@ -11,6 +12,15 @@ namespace {
 constexpr uint32_t kKnownSignals =
     KVC_SIGNAL_ACC_ATTENTION | KVC_SIGNAL_LAST_ATTENTION | KVC_SIGNAL_KEY_NORM;
 
+// A C plugin may store any int in an enum field; loading an out-of-range enum is UB in C++.
+template <class E>
+int32_t raw_enum(const E& e) {
+  int32_t v = 0;
+  static_assert(sizeof e == sizeof v);
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
+
 bool one_known_signal(uint32_t s) {
   return s == KVC_SIGNAL_ACC_ATTENTION || s == KVC_SIGNAL_LAST_ATTENTION ||
          s == KVC_SIGNAL_KEY_NORM;
@@ -20,9 +30,10 @@ void check_setup(const kvc_policy_setup& s, const kvc_policy_host& host,
                  const kvc_policy_descriptor& d, const std::string& label) {
   const std::string bad = label + " returned an invalid setup: ";
   auto need = [&](bool ok, const std::string& what) { require(ok, KVC_ERR_POLICY, bad + what); };
-  need(s.trigger == KVC_TRIGGER_NEVER || s.trigger == KVC_TRIGGER_OVER_CAPACITY ||
-           s.trigger == KVC_TRIGGER_EVERY_STEP,
-       "unknown trigger " + std::to_string(static_cast<int>(s.trigger)));
+  const int32_t trigger = raw_enum(s.trigger);
+  need(trigger == KVC_TRIGGER_NEVER || trigger == KVC_TRIGGER_OVER_CAPACITY ||
+           trigger == KVC_TRIGGER_EVERY_STEP,
+       "unknown trigger " + std::to_string(trigger));
   need((s.signals & ~kKnownSignals) == 0,
        "unknown signal flags " + std::to_string(s.signals & ~kKnownSignals));
   need(s.capacity >= -1, "capacity " + std::to_string(s.capacity) + " (expected -1 or >= 0)");
@@ -44,8 +55,9 @@ void check_setup(const kvc_policy_setup& s, const kvc_policy_host& host,
            ", heavy " + std::to_string(r.heavy_size) + ")");
   need(r.n_separator_ids == 0 || r.separator_ids != nullptr,
        "rule lists " + std::to_string(r.n_separator_ids) + " separator ids but the array is NULL");
-  need(r.scope == KVC_SCOPE_PER_HEAD || r.scope == KVC_SCOPE_SHARED,
-       "unknown scope " + std::to_string(static_cast<int>(r.scope)));
+  const int32_t scope = raw_enum(r.scope);
+  need(scope == KVC_SCOPE_PER_HEAD || scope == KVC_SCOPE_SHARED,
+       "unknown scope " + std::to_string(scope));
   if (r.heavy_size > 0) {
     need(one_known_signal(r.heavy_signal),
          "heavy_signal " + std::to_string(r.heavy_signal) + " is not one KVC_SIGNAL_* flag");

@@ -117,18 +117,6 @@ std::string num(double v) {
   return os.str();
 }
 
-const char* type_name(kvc_param_type t) {
-  switch (t) {
-    case KVC_PARAM_INT: return "int";
-    case KVC_PARAM_FLOAT: return "float";
-    case KVC_PARAM_BOOL: return "bool";
-    case KVC_PARAM_CHOICE: return "choice";
-    case KVC_PARAM_INT_LIST: return "int list";
-    case KVC_PARAM_STRING_LIST: return "string list";
-  }
-  return nullptr;
-}
-
 void validate_schema(std::vector<kvc_param_info>& params, const std::string& where) {
   std::set<std::string> seen;
   for (size_t i = 0; i < params.size(); ++i) {
@@ -142,8 +130,12 @@ void validate_schema(std::vector<kvc_param_info>& params, const std::string& whe
               at + " has the name '" + p.name + "' (allowed: letters, digits, '_', '-', '.')");
     const std::string pat = where + ": parameter '" + std::string(p.name) + "'";
     require(seen.insert(p.name).second, KVC_ERR_POLICY, pat + " is declared twice");
-    require(type_name(p.type) != nullptr, KVC_ERR_POLICY,
-            pat + " has the unknown type " + std::to_string(static_cast<int>(p.type)) +
+    // A C plugin may store any int in the enum; loading an out-of-range enum is UB in C++.
+    int32_t type = 0;
+    static_assert(sizeof p.type == sizeof type);
+    std::memcpy(&type, &p.type, sizeof type);
+    require(type >= KVC_PARAM_INT && type <= KVC_PARAM_STRING_LIST, KVC_ERR_POLICY,
+            pat + " has the unknown type " + std::to_string(type) +
                 " (expected a kvc_param_type)");
     require(p.default_value != nullptr, KVC_ERR_POLICY, pat + " has no default value");
     const bool ranged =

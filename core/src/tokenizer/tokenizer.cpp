@@ -605,7 +605,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load_json(std::string_view text, const std
   json root;
   try {
     root = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e400
     fail(KVC_ERR_FORMAT, origin + ": not valid JSON: " + e.what());
   }
   if (!root.is_object()) L.format_error("(root)", "expected a JSON object");
