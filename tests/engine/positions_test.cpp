@@ -14,9 +14,11 @@ namespace {
 
 const std::vector<int32_t> kTokens = {5, 17, 93, 42, 8, 77, 64, 3, 29, 51, 11, 60, 88, 14};
 
+// Feeds `tokens` one by one and returns all logits; after token number `evict_at` (1-based; 0 =
+// never) keeps only `keep_ranks` in every (layer, head).
 std::vector<float> run(kvc_model* model, kvc_position_mode mode,
-                       const std::vector<int32_t>& tokens, const std::vector<int32_t>& keep_after,
-                       size_t evict_at, const std::vector<int32_t>& keep_ranks) {
+                       const std::vector<int32_t>& tokens, size_t evict_at,
+                       const std::vector<int32_t>& keep_ranks) {
   auto s = session(model, mode);
   const size_t vocab = static_cast<size_t>(vocab_of(model));
   std::vector<float> all;
@@ -26,11 +28,11 @@ std::vector<float> run(kvc_model* model, kvc_position_mode mode,
               KVC_OK)
         << kvc_last_error();
     all.insert(all.end(), logits.begin(), logits.end());
-    if (t + 1 == evict_at)
+    if (t + 1 == evict_at) {
       EXPECT_EQ(kvc_session_keep(s.get(), -1, -1, keep_ranks.data(), keep_ranks.size()), KVC_OK)
           << kvc_last_error();
+    }
   }
-  (void)keep_after;
   return all;
 }
 
@@ -39,8 +41,8 @@ TEST(Positions, ShiftEqualsOriginalWithoutEviction) {
     auto model = load(fixture_model(name));
     ASSERT_TRUE(model);
     // With a full cache every rank equals its position: bit-identical logits.
-    EXPECT_EQ(run(model.get(), KVC_POSITIONS_SHIFT, kTokens, {}, 0, {}),
-              run(model.get(), KVC_POSITIONS_ORIGINAL, kTokens, {}, 0, {}))
+    EXPECT_EQ(run(model.get(), KVC_POSITIONS_SHIFT, kTokens, 0, {}),
+              run(model.get(), KVC_POSITIONS_ORIGINAL, kTokens, 0, {}))
         << name;
   }
 }
@@ -51,8 +53,8 @@ void expect_matches_naive(const char* name, bool shift) {
   const std::vector<int32_t> keep = {0, 1, 2, 5, 6, 7, 8, 9};  // evicts ranks 3 and 4
   const size_t evict_at = 10;
   const std::vector<float> got =
-      run(model.get(), shift ? KVC_POSITIONS_SHIFT : KVC_POSITIONS_ORIGINAL, kTokens, {},
-          evict_at, keep);
+      run(model.get(), shift ? KVC_POSITIONS_SHIFT : KVC_POSITIONS_ORIGINAL, kTokens, evict_at,
+          keep);
 
   NaiveNeox naive(*model->weights);
   const size_t vocab = static_cast<size_t>(vocab_of(model.get()));
@@ -80,8 +82,8 @@ TEST(Positions, EvictionChangesShiftLogits) {
   // Guards the test above against a vacuous pass: after evicting, shift and original differ.
   auto model = load(fixture_model("neox-par-r25"));
   const std::vector<int32_t> keep = {0, 1, 2, 5, 6, 7, 8, 9};
-  const auto a = run(model.get(), KVC_POSITIONS_SHIFT, kTokens, {}, 10, keep);
-  const auto b = run(model.get(), KVC_POSITIONS_ORIGINAL, kTokens, {}, 10, keep);
+  const auto a = run(model.get(), KVC_POSITIONS_SHIFT, kTokens, 10, keep);
+  const auto b = run(model.get(), KVC_POSITIONS_ORIGINAL, kTokens, 10, keep);
   EXPECT_NE(a, b);
 }
 
