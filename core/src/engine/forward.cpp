@@ -90,6 +90,8 @@ CpuForward::CpuForward(const ModelWeights& weights, int n_threads)
       rotary_(weights.config.rotary_ndims, weights.config.rotary_base),
       scale_(1.0f / std::sqrt(static_cast<float>(weights.config.head_dim))) {
   thread_scores_.resize(static_cast<size_t>(pool_.size()));
+  thread_query_.assign(static_cast<size_t>(pool_.size()),
+                       std::vector<float>(static_cast<size_t>(weights.config.head_dim)));
 }
 
 void CpuForward::ensure_scratch(int64_t n) {
@@ -198,20 +200,16 @@ void CpuForward::attention(int layer, int64_t n, int64_t first_position,
   const bool want_acc = (signals & KVC_SIGNAL_ACC_ATTENTION) != 0;
   const bool want_last = (signals & KVC_SIGNAL_LAST_ATTENTION) != 0;
 
-  // Largest position any key or query of this block is rotated with.
-  int64_t max_pos = 0;
-  for (int h = 0; h < H; ++h) {
-    const HeadCache& hc = cache.head(layer, h);
-    max_pos = std::max(max_pos, hc.size());
-    if (mode == KVC_POSITIONS_ORIGINAL && hc.size() > 0)
-      max_pos = std::max(max_pos, *std::max_element(hc.positions().begin(), hc.positions().end()) + 1);
-  }
-  max_pos = std::max(max_pos, first_position + n);
+  // Largest position any key or query of this block is rotated with: a rank below the cache
+  // size (shift), or an original position below the tokens seen so far (original). Both bounds
+  // are known without scanning the entries.
+  int64_t max_pos = first_position + n;
+  for (int h = 0; h < H; ++h) max_pos = std::max(max_pos, cache.head(layer, h).size());
   rotary_.ensure(max_pos);
 
   pool_.parallel_for(H, [&](int64_t h_begin, int64_t h_end, int tid) {
     std::vector<float>& scores = thread_scores_[static_cast<size_t>(tid)];
-    std::vector<float> q(static_cast<size_t>(hd));
+    std::vector<float>& q = thread_query_[static_cast<size_t>(tid)];
     for (int64_t h = h_begin; h < h_end; ++h) {
       HeadCache& hc = cache.head(layer, static_cast<int>(h));
       const int64_t total = hc.size();

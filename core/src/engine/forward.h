@@ -66,6 +66,7 @@ class CpuForward final : public ComputeBackend {
   int64_t scratch_tokens_ = 0;
   std::vector<float> x_, h_, qkv_, ctx_, attn_, mlp_, mlp2_;
   std::vector<std::vector<float>> thread_scores_;  // per worker thread
+  std::vector<std::vector<float>> thread_query_;   // per worker thread: the rotated query
 };
 
 }  // namespace kvc
