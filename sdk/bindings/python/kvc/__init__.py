@@ -107,7 +107,23 @@ def _text(b):
     return b.decode("utf-8", "replace") if b is not None else None
 
 
-class Tokenizer:
+class _Closable:
+    """Context-manager and finaliser protocol shared by every handle: `close()` frees it."""
+
+    def close(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+
+class Tokenizer(_Closable):
     """A byte-level BPE tokenizer (tokenizer.json). Load one with ``Tokenizer(path)``, or use
     :attr:`Model.tokenizer`. Close it (or use ``with``) when loaded from a file."""
 
@@ -136,15 +152,6 @@ class Tokenizer:
         if self._owned and self._h:
             _C.kvc_tokenizer_free(self._h)
         self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
 
     @property
     def vocab_size(self) -> int:
@@ -220,7 +227,7 @@ def _name_of(table, value):
     return next((k for k, v in table.items() if v == value), str(value))
 
 
-class Model:
+class Model(_Closable):
     """A loaded model (a Hugging Face folder or "synthetic:pythia-70m"...). Immutable; may be
     shared by threads. Closing it closes its open sessions first."""
 
@@ -252,15 +259,6 @@ class Model:
                 s.close()
             _C.kvc_model_free(self._h)
         self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
 
     @property
     def info(self) -> ModelInfo:
@@ -317,7 +315,7 @@ class CacheStats:
     n_evictions: int
 
 
-class Session:
+class Session(_Closable):
     """One sequence with its KV cache and eviction policy. One thread at a time."""
 
     def __init__(self, model: Model, policy=None, params=None, positions="shift",
@@ -350,15 +348,6 @@ class Session:
         if self._h:
             _C.kvc_session_free(self._h)
         self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
 
     def reset(self):
         _check(_C.kvc_session_reset(self._handle()), "kvc_session_reset")
