@@ -164,6 +164,19 @@ TEST(ConfigBadInput, NonPositiveNumber) {
   EXPECT_KVC_ERROR(parse(j), KVC_ERR_FORMAT, "layer_norm_eps");
 }
 
+// Positive as a double but 0 or infinite as the float the engine uses (a fuzzer finding).
+TEST(ConfigBadInput, NumberOutsideFloatRange) {
+  json j = tiny_config_json();
+  j["layer_norm_eps"] = 1e-50;
+  EXPECT_KVC_ERROR(parse(j), KVC_ERR_FORMAT, "layer_norm_eps", "float range");
+  j = tiny_config_json();
+  j["rotary_emb_base"] = 1e-300;
+  EXPECT_KVC_ERROR(parse(j), KVC_ERR_FORMAT, "rotary_emb_base", "float range");
+  j = tiny_config_json();
+  j["rotary_emb_base"] = 1e300;
+  EXPECT_KVC_ERROR(parse(j), KVC_ERR_FORMAT, "rotary_emb_base", "float range");
+}
+
 TEST(ConfigBadInput, HiddenNotDivisibleByHeads) {
   json j = tiny_config_json();
   j["num_attention_heads"] = 3;

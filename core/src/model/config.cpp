@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <sstream>
 
@@ -107,6 +108,12 @@ struct Spelling {
   std::string shown;
   double value;
 };
+
+// True when v is positive and stays a normal, finite number once narrowed to float.
+bool positive_finite_float(double v) {
+  const float f = static_cast<float>(v);
+  return std::isfinite(f) && f >= std::numeric_limits<float>::min();
+}
 
 double agree(const ConfigReader& r, const std::vector<Spelling>& found, double fallback) {
   if (found.empty()) return fallback;
@@ -225,9 +232,11 @@ ModelConfig parse_config_json(std::string_view text, const std::string& origin) 
   if (!(rotary_pct > 0.0 && rotary_pct <= 1.0))
     r.bad(KVC_ERR_FORMAT, pct.front().shown,
           "is " + std::to_string(rotary_pct) + ", expected a fraction in (0, 1]");
-  if (!(rotary_base > 0.0))
+  // Checked as the float the engine computes with: a positive double can still underflow
+  // to 0 or overflow to infinity there.
+  if (!positive_finite_float(rotary_base))
     r.bad(KVC_ERR_FORMAT, base.front().shown,
-          "is " + std::to_string(rotary_base) + ", expected a positive number");
+          "is " + std::to_string(rotary_base) + ", expected a positive number within float range");
   // Same expression as transformers: int(head_size * rotary_pct), in double precision.
   c.rotary_ndims = static_cast<int>(c.head_dim * rotary_pct);
   if (c.rotary_ndims <= 0 || c.rotary_ndims % 2 != 0)
@@ -238,9 +247,9 @@ ModelConfig parse_config_json(std::string_view text, const std::string& origin) 
   c.rotary_base = static_cast<float>(rotary_base);
 
   auto eps = r.number(j, "layer_norm_eps", "layer_norm_eps").value_or(1e-5);
-  if (!(eps > 0.0 && eps < 1.0))
+  if (!(eps < 1.0) || !positive_finite_float(eps))
     r.bad(KVC_ERR_FORMAT, "layer_norm_eps",
-          "is " + std::to_string(eps) + ", expected a small positive number");
+          "is " + std::to_string(eps) + ", expected a small positive number (float range)");
   c.layer_norm_eps = static_cast<float>(eps);
 
   // transformers 5 writes "dtype", earlier versions "torch_dtype".
