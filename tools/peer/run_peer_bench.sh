@@ -59,7 +59,7 @@ for r in $(seq 1 "$ROUNDS"); do
       for t in $THREADS; do
         echo "round $r: $m $p threads=$t (load $(load))" >&2
         echo "$m $p $t $(load)" >> "$dir/load.txt"
-        "$KVC_BIN/kvc_decode_bench" --benchmark_filter="^BM_Decode/$m / $p/threads:$t/" \
+        "$KVC_BIN/kvc_decode_bench" --benchmark_filter="^BM_Decode/$m/$p/threads:$t/" \
           --benchmark_format=json > "$dir/kvc-$m-$p-t$t.json" 2>/dev/null
         if [ "$p" = f32 ]; then ldt="f32"; else ldt="f16 $([ "$LLAMA_BF16" = 1 ] && echo bf16)"; fi
         for d in $ldt; do
