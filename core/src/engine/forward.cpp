@@ -233,39 +233,18 @@ void CpuForward::attention(int layer, int64_t n, int64_t first_position,
         for (int i = rot; i < hd; ++i) q[i] = qsrc[i];
 
         if (scores.size() < static_cast<size_t>(visible)) scores.resize(visible);
-        float max_score = -INFINITY;
-        for (int64_t r = 0; r < visible; ++r) {
-          const float* k = hc.key(slots[r]);
-          const int64_t kpos = mode == KVC_POSITIONS_SHIFT ? r : positions[r];
-          const float* kc = rotary_.cos_row(kpos);
-          const float* ks = rotary_.sin_row(kpos);
-          float s = 0.0f;
-          for (int i = 0; i < half; ++i) {
-            const float k1 = k[i] * kc[i] - k[i + half] * ks[i];
-            const float k2 = k[i + half] * kc[i] + k[i] * ks[i];
-            s += q[i] * k1 + q[i + half] * k2;
-          }
-          for (int i = rot; i < hd; ++i) s += q[i] * k[i];
-          s *= scale_;
-          scores[r] = s;
-          max_score = std::max(max_score, s);
-        }
-        float sum = 0.0f;
-        for (int64_t r = 0; r < visible; ++r) {
-          const float e = std::exp(scores[r] - max_score);
-          scores[r] = e;
-          sum += e;
-        }
-        const float inv = 1.0f / sum;
-        float* out = &ctx_[static_cast<size_t>(t * hidden + h * hd)];
-        std::fill(out, out + hd, 0.0f);
-        for (int64_t r = 0; r < visible; ++r) {
-          const float p = scores[r] * inv;
-          const float* v = hc.value(slots[r]);
-          for (int i = 0; i < hd; ++i) out[i] += p * v[i];
-          if (want_acc) acc[r] += p;
-          if (want_last) last[r] = p;
-        }
+        // Under shift, entry r is rotated with position r (its rank); else its own position.
+        cpu::attention_scores(q.data(), hc.key(0), slots.data(),
+                              mode == KVC_POSITIONS_SHIFT ? nullptr : positions.data(),
+                              rotary_.cos_row(0), rotary_.sin_row(0), half, hd, scale_, visible,
+                              scores.data());
+        const float inv = 1.0f / cpu::softmax_exp(scores.data(), visible);
+        for (int64_t r = 0; r < visible; ++r) scores[r] *= inv;
+        cpu::attention_values(scores.data(), hc.value(0), slots.data(), hd, visible,
+                              &ctx_[static_cast<size_t>(t * hidden + h * hd)]);
+        if (want_acc)
+          for (int64_t r = 0; r < visible; ++r) acc[r] += scores[r];
+        if (want_last) std::copy(scores.begin(), scores.begin() + visible, last.begin());
       }
     }
   });
