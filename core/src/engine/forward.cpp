@@ -234,13 +234,13 @@ void CpuForward::attention(int layer, int64_t n, int64_t first_position,
 
         if (scores.size() < static_cast<size_t>(visible)) scores.resize(visible);
         // Under shift, entry r is rotated with position r (its rank); else its own position.
-        cpu::attention_scores(q.data(), hc.key(0), slots.data(),
+        cpu::attention_scores(q.data(), hc.key_rows(), slots.data(),
                               mode == KVC_POSITIONS_SHIFT ? nullptr : positions.data(),
-                              rotary_.cos_row(0), rotary_.sin_row(0), half, hd, scale_, visible,
+                              rotary_.cos_table(), rotary_.sin_table(), half, hd, scale_, visible,
                               scores.data());
         const float inv = 1.0f / cpu::softmax_exp(scores.data(), visible);
         for (int64_t r = 0; r < visible; ++r) scores[r] *= inv;
-        cpu::attention_values(scores.data(), hc.value(0), slots.data(), hd, visible,
+        cpu::attention_values(scores.data(), hc.value_rows(), slots.data(), hd, visible,
                               &ctx_[static_cast<size_t>(t * hidden + h * hd)]);
         if (want_acc)
           for (int64_t r = 0; r < visible; ++r) acc[r] += scores[r];

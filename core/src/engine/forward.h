@@ -31,6 +31,9 @@ class RotaryTable {
   void ensure(int64_t n_positions);
   const float* cos_row(int64_t pos) const { return &cos_[static_cast<size_t>(pos) * half_]; }
   const float* sin_row(int64_t pos) const { return &sin_[static_cast<size_t>(pos) * half_]; }
+  // The whole tables, [position][half] floats (valid up to the last ensure()).
+  const float* cos_table() const { return cos_.data(); }
+  const float* sin_table() const { return sin_.data(); }
   int half() const { return half_; }
 
  private:

@@ -39,6 +39,10 @@ class HeadCache {
     return &values_[static_cast<size_t>(slot) * head_dim_];
   }
 
+  // All slots' keys (or values), head_dim floats per slot: key(slot) == key_rows() + slot * hd.
+  const float* key_rows() const { return keys_.data(); }
+  const float* value_rows() const { return values_.data(); }
+
   // Per-entry arrays in rank order.
   const std::vector<int32_t>& slots() const { return slot_; }
   const std::vector<int64_t>& positions() const { return position_; }
