@@ -61,7 +61,13 @@ for r in $(seq 1 "$ROUNDS"); do
         echo "$m $p $t $(load)" >> "$dir/load.txt"
         "$KVC_BIN/kvc_decode_bench" --benchmark_filter="^BM_Decode/$m/$p/threads:$t/" \
           --benchmark_format=json > "$dir/kvc-$m-$p-t$t.json" 2>/dev/null
-        if [ "$p" = f32 ]; then ldt="f32"; else ldt="f16 $([ "$LLAMA_BF16" = 1 ] && echo bf16)"; fi
+        # (an if, not `$(test && echo)`: under set -e a failing substitution in an assignment
+        # would end the script when LLAMA_BF16=0)
+        ldt=f32
+        if [ "$p" != f32 ]; then
+          ldt=f16
+          if [ "$LLAMA_BF16" = 1 ]; then ldt="f16 bf16"; fi
+        fi
         for d in $ldt; do
           "$LLAMA_BENCH" -m "$GGUF_DIR/$m-$d.gguf" -p 0 -n "$LLAMA_GEN" -d "$LLAMA_DEPTH" -r 1 \
             -t "$t" -o json > "$dir/llama-$m-$d-t$t.json" 2>/dev/null
