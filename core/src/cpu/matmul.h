@@ -45,10 +45,11 @@ bool has_native_bf16();
 // Name of the Highway target chosen for this CPU, e.g. "AVX3_DL" or "AVX2" (for logs, benches).
 std::string simd_target_name();
 
-// sum_i a[i] * b[i] in fp32 (several accumulators, fixed order). For attention scores/values.
+// sum_i a[i] * b[i] in fp32 (several accumulators, fixed order). Vector helper; the kernel
+// bench reads memory with it (attention uses the dedicated kernels below).
 float dot_f32(const float* a, const float* b, int64_t n);
 
-// y[i] += alpha * x[i] for i in [0, n). For attention's weighted sum of value rows.
+// y[i] += alpha * x[i] for i in [0, n). Vector helper (attention uses attention_values).
 void axpy_f32(float alpha, const float* x, float* y, int64_t n);
 
 // ---- Attention of one (already rotated) query over one head's cache ----
