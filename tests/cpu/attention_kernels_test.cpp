@@ -64,7 +64,7 @@ void check_case(const Case& c, bool with_positions, const std::string& target, s
                            std::to_string(c.half) + " count=" + std::to_string(c.count) +
                            (with_positions ? " positions" : " ranks");
   std::vector<float> scores(c.count);
-  attention_scores(d.q.data(), d.keys.data(), d.slots.data(),
+  attention_scores(d.q.data(), d.keys.data(), d.values.data(), d.slots.data(),
                    with_positions ? d.positions.data() : nullptr, d.cos.data(), d.sin.data(),
                    c.half, c.hd, scale, c.count, scores.data());
   for (int64_t r = 0; r < c.count; ++r) {

@@ -30,12 +30,14 @@ float dot_f32(const float* a, const float* b, int64_t n);
 void axpy_f32(float alpha, const float* x, float* y, int64_t n);
 const char* target_name();
 // Attention of one query over one head's cache: see cpu/matmul.h.
-void attention_scores(const float* q, const float* keys, const int32_t* slots,
-                      const int64_t* positions, const float* cos_table, const float* sin_table,
-                      int64_t half, int64_t head_dim, float scale, int64_t count, float* scores);
+void attention_scores(const float* q, const float* keys, const float* values,
+                      const int32_t* slots, const int64_t* positions, const float* cos_table,
+                      const float* sin_table, int64_t half, int64_t head_dim, float scale,
+                      int64_t count, float* scores);
 float softmax_exp(float* scores, int64_t count);
 void attention_values(const float* probs, const float* values, const int32_t* slots,
                       int64_t head_dim, int64_t count, float* out);
+void gelu_inplace(float* x, int64_t count);
 
 // ---- Native bf16 dot products (kernels_bf16_native.cpp), AVX512_BF16 only ----
 bool native_bf16_supported();

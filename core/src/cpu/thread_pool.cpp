@@ -72,10 +72,11 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::work_on(uint32_t gen) {
   uint64_t c = claim_.load(std::memory_order_acquire);
   for (;;) {
-    const uint32_t index = static_cast<uint32_t>(c);
-    if (static_cast<uint32_t>(c >> 32) != gen || index >= static_cast<uint32_t>(n_threads_)) {
-      return;
-    }
+    // The chunk count travels in the claim word itself: read from job_chunks_ it could belong
+    // to the next job, which the caller starts describing before it publishes the new claim.
+    const uint32_t index = static_cast<uint32_t>(c & 0xFFFF);
+    const uint32_t chunks = static_cast<uint32_t>((c >> 16) & 0xFFFF);
+    if (static_cast<uint32_t>(c >> 32) != gen || index >= chunks) return;
     if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel,
                                       std::memory_order_acquire)) {
       continue;  // c now holds the current value
@@ -92,7 +93,8 @@ void ThreadPool::work_on(uint32_t gen) {
         if (!error_) error_ = std::current_exception();
       }
     }
-    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_threads_) done_.notify_all();
+    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == static_cast<int>(chunks))
+      done_.notify_all();
     c = claim_.load(std::memory_order_acquire);
   }
 }
@@ -108,21 +110,34 @@ void ThreadPool::worker_main() {
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
+  parallel_for_chunks(n, n_threads_, fn);
+}
+
+void ThreadPool::parallel_for_chunks(int64_t n, int n_chunks,
+                                     const std::function<void(int64_t, int64_t, int)>& fn) {
   require(tls_running_pool != this, KVC_ERR_INVALID_ARGUMENT,
           "ThreadPool::parallel_for called from inside a task of the same pool");
+  require(n_chunks >= 1 && n_chunks <= kMaxChunks, KVC_ERR_INVALID_ARGUMENT,
+          "ThreadPool::parallel_for_chunks: n_chunks must be in [1, " +
+              std::to_string(kMaxChunks) + "], got " + std::to_string(n_chunks));
   if (n <= 0) return;
+  if (n < n_chunks) n_chunks = static_cast<int>(n);  // no empty chunks
+  const int64_t chunk = (n + n_chunks - 1) / n_chunks;
   if (n_threads_ == 1 || n == 1) {
-    fn(0, n, 0);
+    // Same chunks, in order, on the caller.
+    for (int64_t begin = 0, index = 0; begin < n; begin += chunk, ++index)
+      fn(begin, std::min(n, begin + chunk), static_cast<int>(index));
     return;
   }
   std::lock_guard<std::mutex> submit(submit_mutex_);
   job_ = &fn;
   job_n_ = n;
-  job_chunk_ = (n + n_threads_ - 1) / n_threads_;
+  job_chunk_ = chunk;
   error_ = nullptr;
   done_.store(0, std::memory_order_relaxed);
   const uint32_t gen = generation_.load(std::memory_order_relaxed) + 1;
-  claim_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
+  claim_.store((static_cast<uint64_t>(gen) << 32) | (static_cast<uint64_t>(n_chunks) << 16),
+               std::memory_order_release);
   generation_.store(gen, std::memory_order_release);
   generation_.notify_all();
 
@@ -130,7 +145,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   work_on(gen);
   tls_running_pool = nullptr;
 
-  for (int finished = done_.load(std::memory_order_acquire); finished != n_threads_;
+  for (int finished = done_.load(std::memory_order_acquire); finished != n_chunks;
        finished = done_.load(std::memory_order_acquire)) {
     wait_change(done_, finished);
   }

@@ -38,6 +38,14 @@ class ThreadPool {
   // runs the nested call inline).
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn);
 
+  // Same, with [0, n) split into n_chunks chunks (ceil(n / n_chunks) items each) and fn's third
+  // argument the chunk number in [0, n_chunks). More chunks than threads balance the load when
+  // the threads run at different speeds (a busy sibling, a slower memory path): whoever is
+  // done first claims the next chunk.
+  static constexpr int kMaxChunks = 0xFFFF;
+  void parallel_for_chunks(int64_t n, int n_chunks,
+                           const std::function<void(int64_t, int64_t, int)>& fn);
+
  private:
   void worker_main();
   // Claims and runs chunks of job `gen` until none is left (or another job is current).
@@ -55,8 +63,8 @@ class ThreadPool {
 
 
   alignas(64) std::atomic<uint32_t> generation_{0};  // 32-bit: waits map directly onto a futex
-  // (generation << 32) | next unclaimed chunk; claiming with a CAS that checks the generation
-  // keeps a late worker from taking a chunk of a newer job.
+  // (generation << 32) | (chunk count << 16) | next unclaimed chunk; claiming with a CAS that
+  // checks the generation keeps a late worker from taking a chunk of a newer job.
   alignas(64) std::atomic<uint64_t> claim_{0};
   alignas(64) std::atomic<int> done_{0};  // chunks finished in the current job
   alignas(64) std::atomic<bool> stop_{false};

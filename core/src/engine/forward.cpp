@@ -31,11 +31,6 @@ void layer_norm(const float* x, const float* w, const float* b, float eps, int64
   for (int64_t i = 0; i < dim; ++i) out[i] = (x[i] - m) * inv * w[i] + b[i];
 }
 
-// Exact GELU (hidden_act "gelu"): 0.5 x (1 + erf(x / sqrt 2)).
-inline float gelu(float x) {
-  return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752440f));
-}
-
 void embedding_row(const Matrix& table, int32_t token, float* out) {
   const uint8_t* row = table.row_ptr(token);
   const int64_t n = table.cols;
@@ -137,19 +132,7 @@ void CpuForward::run_block(const ForwardRequest& req, int64_t offset, int64_t n,
       layer_norm(&x_[t * hidden], lw.ln1_w, lw.ln1_b, eps, hidden, &h_[t * hidden]);
     cpu::matmul(h_.data(), n, lw.qkv, lw.qkv_b, qkv_.data(), pool_);
 
-    // Append this block's keys/values, then attend (tokens see the cache and earlier tokens).
-    {
-      const int H = cfg_.n_heads, hd = cfg_.head_dim;
-      const bool norms = (req.signals & KVC_SIGNAL_KEY_NORM) != 0;
-      for (int h = 0; h < H; ++h) {
-        HeadCache& hc = cache.head(layer, h);
-        for (int64_t t = 0; t < n; ++t) {
-          const float* row = &qkv_[static_cast<size_t>(t * 3 * hidden + h * 3 * hd)];
-          hc.append(row + hd, row + 2 * hd, req.first_position + offset + t, tokens[t], norms);
-        }
-      }
-    }
-    attention(layer, n, req.first_position + offset, req.positions, req.signals, cache);
+    attention(layer, n, req.first_position + offset, tokens, req.positions, req.signals, cache);
     cpu::matmul(ctx_.data(), n, lw.attn_out, lw.attn_out_b, attn_.data(), pool_);
 
     if (cfg_.use_parallel_residual) {
@@ -163,9 +146,9 @@ void CpuForward::run_block(const ForwardRequest& req, int64_t offset, int64_t n,
         layer_norm(&x_[t * hidden], lw.ln2_w, lw.ln2_b, eps, hidden, &h_[t * hidden]);
     }
     cpu::matmul(h_.data(), n, lw.fc_in, lw.fc_in_b, mlp_.data(), pool_);
-    // erf is costly (intermediate_size of them per token and layer): spread it over the pool.
+    // Exact-erf GELU (hidden_act "gelu"), vectorized; a block's worth is spread over the pool.
     pool_.parallel_for(n * inter, [&](int64_t begin, int64_t end, int) {
-      for (int64_t i = begin; i < end; ++i) mlp_[i] = gelu(mlp_[i]);
+      cpu::gelu(&mlp_[static_cast<size_t>(begin)], end - begin);
     });
     cpu::matmul(mlp_.data(), n, lw.fc_out, lw.fc_out_b, mlp2_.data(), pool_);
     if (cfg_.use_parallel_residual) {
@@ -191,7 +174,10 @@ void CpuForward::run_block(const ForwardRequest& req, int64_t offset, int64_t n,
   cpu::matmul(h_.data(), rows, w_.embed_out, nullptr, out, pool_);
 }
 
-void CpuForward::attention(int layer, int64_t n, int64_t first_position,
+// Appends the block's keys and values to each head's cache, then attends: token t sees the
+// cache and the block's tokens up to itself. Heads are independent, so both run per head on
+// the pool (the appends touch a few cold cache lines per head; in parallel they cost half).
+void CpuForward::attention(int layer, int64_t n, int64_t first_position, const int32_t* tokens,
                            kvc_position_mode mode, uint32_t signals, KvCache& cache) {
   const int H = cfg_.n_heads, hd = cfg_.head_dim;
   const int half = cfg_.rotary_ndims / 2;
@@ -199,12 +185,13 @@ void CpuForward::attention(int layer, int64_t n, int64_t first_position,
   const int64_t hidden = cfg_.hidden_size;
   const bool want_acc = (signals & KVC_SIGNAL_ACC_ATTENTION) != 0;
   const bool want_last = (signals & KVC_SIGNAL_LAST_ATTENTION) != 0;
+  const bool want_norms = (signals & KVC_SIGNAL_KEY_NORM) != 0;
 
   // Largest position any key or query of this block is rotated with: a rank below the cache
-  // size (shift), or an original position below the tokens seen so far (original). Both bounds
-  // are known without scanning the entries.
+  // size once the block is appended (shift), or an original position below the tokens seen so
+  // far (original). Both bounds are known without scanning the entries.
   int64_t max_pos = first_position + n;
-  for (int h = 0; h < H; ++h) max_pos = std::max(max_pos, cache.head(layer, h).size());
+  for (int h = 0; h < H; ++h) max_pos = std::max(max_pos, cache.head(layer, h).size() + n);
   rotary_.ensure(max_pos);
 
   pool_.parallel_for(H, [&](int64_t h_begin, int64_t h_end, int tid) {
@@ -212,6 +199,10 @@ void CpuForward::attention(int layer, int64_t n, int64_t first_position,
     std::vector<float>& q = thread_query_[static_cast<size_t>(tid)];
     for (int64_t h = h_begin; h < h_end; ++h) {
       HeadCache& hc = cache.head(layer, static_cast<int>(h));
+      for (int64_t t = 0; t < n; ++t) {
+        const float* row = &qkv_[static_cast<size_t>(t * 3 * hidden + h * 3 * hd)];
+        hc.append(row + hd, row + 2 * hd, first_position + t, tokens[t], want_norms);
+      }
       const int64_t total = hc.size();
       const int64_t before = total - n;  // entries cached before this block
       const auto& slots = hc.slots();
@@ -234,7 +225,7 @@ void CpuForward::attention(int layer, int64_t n, int64_t first_position,
 
         if (scores.size() < static_cast<size_t>(visible)) scores.resize(visible);
         // Under shift, entry r is rotated with position r (its rank); else its own position.
-        cpu::attention_scores(q.data(), hc.key_rows(), slots.data(),
+        cpu::attention_scores(q.data(), hc.key_rows(), hc.value_rows(), slots.data(),
                               mode == KVC_POSITIONS_SHIFT ? nullptr : positions.data(),
                               rotary_.cos_table(), rotary_.sin_table(), half, hd, scale_, visible,
                               scores.data());

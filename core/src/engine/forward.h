@@ -57,8 +57,8 @@ class CpuForward final : public ComputeBackend {
 
  private:
   void run_block(const ForwardRequest& request, int64_t offset, int64_t n, KvCache& cache);
-  void attention(int layer, int64_t n, int64_t first_position, kvc_position_mode mode,
-                 uint32_t signals, KvCache& cache);
+  void attention(int layer, int64_t n, int64_t first_position, const int32_t* tokens,
+                 kvc_position_mode mode, uint32_t signals, KvCache& cache);
   void ensure_scratch(int64_t n);
 
   const ModelWeights& w_;
