@@ -2,7 +2,8 @@
 # Sanitizer CI job (docs/hardening.md):
 #  1. preset asan (AddressSanitizer + UndefinedBehaviorSanitizer, LeakSanitizer included):
 #     build everything and run the whole ctest suite under it;
-#  2. preset tsan (ThreadSanitizer): build and run the concurrency tests (label "concurrency").
+#  2. preset tsan (ThreadSanitizer): build and run the concurrency tests (label "concurrency")
+#     and the thread pool's unit tests.
 # Any sanitizer report fails the job: sanitizers are built with -fno-sanitize-recover=all and
 # the options below make leaks and races fatal.
 #
@@ -54,8 +55,11 @@ for w in "${what[@]}"; do
     tsan)
       timed "tsan configure" cmake --preset tsan >/dev/null
       timed "tsan build" \
-        cmake --build --preset tsan -j "$jobs" --target kvc_stress_concurrency_tests
+        cmake --build --preset tsan -j "$jobs" --target kvc_stress_concurrency_tests cpu_kernels_test
       timed "tsan run" "${tsan_wrap[@]}" build/tsan/bin/kvc_stress_concurrency_tests
+      # The pool's own protocol (chunk claims, done counts, wake-ups), job after job.
+      timed "tsan thread pool" "${tsan_wrap[@]}" build/tsan/bin/cpu_kernels_test \
+        --gtest_filter='ThreadPool.*'
       ;;
     *)
       echo "ci_sanitizers: unknown job '$w' (asan or tsan)" >&2
