@@ -73,6 +73,20 @@ TEST(Api, BadStructSizeIsRejected) {
   EXPECT_NE(std::string(kvc_last_error()).find("struct_size"), std::string::npos);
 }
 
+TEST(Api, ThreadCountOutsideRangeIsRejected) {
+  for (int32_t threads : {-1, 4097, 1 << 30}) {
+    kvc_model_options o;
+    kvc_model_options_init(&o);
+    o.n_threads = threads;
+    kvc_model* m = nullptr;
+    EXPECT_EQ(kvc_model_load("synthetic:pythia-70m", &o, &m), KVC_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(m, nullptr);
+    const std::string msg = kvc_last_error();
+    EXPECT_NE(msg.find("n_threads: " + std::to_string(threads)), std::string::npos) << msg;
+    EXPECT_NE(msg.find("[0, 4096]"), std::string::npos) << msg;
+  }
+}
+
 TEST(Api, ScoreEqualsLogSoftmaxOfStep) {
   auto model = load(fixture_model("neox-hd40"));
   const std::vector<int32_t> tokens = {4, 8, 15, 16, 23, 42, 7, 9};

@@ -128,7 +128,7 @@ typedef struct kvc_model_options {
   size_t struct_size;
   kvc_backend backend;
   kvc_dtype weight_dtype; /* weights are converted to this while loading */
-  int32_t n_threads;      /* CPU worker threads; 0 = one per core */
+  int32_t n_threads;      /* CPU worker threads, at most 4096; 0 = one per core */
   int32_t device;         /* CUDA device ordinal */
   uint64_t seed;          /* weights of "synthetic:" models */
 } kvc_model_options;

@@ -40,9 +40,10 @@ constexpr int kChunksPerThread = 4;
 template <typename Fn>
 void for_row_ranges(int64_t rows, ThreadPool& pool, Fn&& fn) {
   const int64_t units = (rows + detail::kRowUnit - 1) / detail::kRowUnit;
-  const int chunks = static_cast<int>(
-      std::min<int64_t>(units, pool.size() == 1 ? 1 : pool.size() * kChunksPerThread));
-  pool.parallel_for_chunks(units, std::max(chunks, 1), [&](int64_t u0, int64_t u1, int) {
+  // parallel_for_chunks caps the count at `units` itself.
+  const int chunks =
+      pool.size() == 1 ? 1 : std::min(pool.size() * kChunksPerThread, ThreadPool::kMaxChunks);
+  pool.parallel_for_chunks(units, chunks, [&](int64_t u0, int64_t u1, int) {
     fn(u0 * detail::kRowUnit, std::min(rows, u1 * detail::kRowUnit));
   });
 }
@@ -112,8 +113,8 @@ void attention_scores(const float* q, const float* keys, const float* values,
                       const float* sin_table, int64_t half, int64_t head_dim, float scale,
                       int64_t count, float* scores) {
   if (count > 0)
-    detail::attention_scores(q, keys, values, slots, positions, cos_table, sin_table, half, head_dim,
-                             scale, count, scores);
+    detail::attention_scores(q, keys, values, slots, positions, cos_table, sin_table, half,
+                             head_dim, scale, count, scores);
 }
 
 float softmax_exp(float* scores, int64_t count) {

@@ -54,6 +54,9 @@ ThreadPool::ThreadPool(int n_threads) {
   require(n_threads >= 0, KVC_ERR_INVALID_ARGUMENT,
           "ThreadPool: n_threads must be >= 0 (0 = all hardware threads), got " +
               std::to_string(n_threads));
+  require(n_threads <= kMaxChunks, KVC_ERR_INVALID_ARGUMENT,
+          "ThreadPool: n_threads must be <= " + std::to_string(kMaxChunks) + ", got " +
+              std::to_string(n_threads));
   if (n_threads == 0) {
     n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }

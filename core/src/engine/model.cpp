@@ -25,11 +25,15 @@ DType storage_dtype(kvc_dtype requested) {
 
 }  // namespace
 
+// Far above any machine's core count, far below the thread pool's chunk limit (65535).
+constexpr int kMaxThreads = 4096;
+
 std::unique_ptr<kvc_model> load_model(const std::string& path, const kvc_model_options& options) {
-  if (options.n_threads < 0)
-    fail(KVC_ERR_INVALID_ARGUMENT, "kvc_model_options.n_threads: " +
-                                       std::to_string(options.n_threads) +
-                                       " is negative (expected 0 = one per core, or a count)");
+  if (options.n_threads < 0 || options.n_threads > kMaxThreads)
+    fail(KVC_ERR_INVALID_ARGUMENT,
+         "kvc_model_options.n_threads: " + std::to_string(options.n_threads) +
+             " is outside [0, " + std::to_string(kMaxThreads) +
+             "] (expected 0 = one per core, or a thread count)");
   switch (options.backend) {
     case KVC_BACKEND_AUTO:
     case KVC_BACKEND_CPU:
