@@ -45,8 +45,8 @@ TEST(Gelu, MatchesDoubleReferenceOnEveryTarget) {
       if (std::fabs(ref) > 1e-30 && std::fabs(xs[i]) <= 4)
         worst = std::max(worst, err / std::fabs(ref));
     }
-    std::printf("[ info ] %s: worst relative error for |x| <= 4: %.2e (%.1f units of 2^-24)\n", name.c_str(),
-                worst, worst / 0x1p-24);
+    std::printf("[ info ] %s: worst relative error for |x| <= 4: %.2e (%.1f units of 2^-24)\n",
+                name.c_str(), worst, worst / 0x1p-24);
     // Lengths 1..40 starting anywhere: each element equals the long run's value.
     for (int64_t len = 1; len <= 40; ++len) {
       std::vector<float> part(xs.begin() + 1000, xs.begin() + 1000 + len);

@@ -80,7 +80,8 @@ TEST(ThreadPool, ChunksCoverRangeOnce) {
           std::lock_guard<std::mutex> lock(m);
           ASSERT_GE(c, 0);
           ASSERT_LT(c, std::min<int64_t>(n, chunks));
-          const int64_t size = (n + std::min<int64_t>(n, chunks) - 1) / std::min<int64_t>(n, chunks);
+          const int64_t used = std::min<int64_t>(n, chunks);  // at most n chunks
+          const int64_t size = (n + used - 1) / used;
           EXPECT_EQ(b, c * size);
           EXPECT_EQ(e, std::min(n, b + size));
           ++chunk_seen[static_cast<size_t>(c)];

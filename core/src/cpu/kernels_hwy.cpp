@@ -327,10 +327,6 @@ void AxpyF32(float alpha, const float* HWY_RESTRICT x, float* HWY_RESTRICT y, in
 // full vectors first, then up to 8-lane vectors, then single channels, in a fixed order.
 using DF8 = hn::CappedTag<float, 8>;
 
-// scores[r] = scale * <q, rope(key of entry r)> for r in [0, count). The query is already
-// rotated; the key of entry r sits in keys[slots[r] * hd] without rotation and is rotated
-// (rotate_half on its first 2 * half channels) with the cos/sin rows of position
-// positions[r], or of position r when positions is null.
 // In decode, a head's cache was last read one token earlier, before the whole model's weights
 // streamed through the caches: its rows come from memory. Each entry costs too few
 // instructions for the out-of-order window to overlap many such misses, so the score loop
@@ -345,8 +341,14 @@ HWY_INLINE void PrefetchEntry(const float* keys, const float* values, int32_t sl
   }
 }
 
+// scores[r] = scale * <q, rope(key of entry r)> for r in [0, count). The query is already
+// rotated; the key of entry r sits in keys[slots[r] * hd] without rotation and is rotated
+// (rotate_half on its first 2 * half channels) with the cos/sin rows of position
+// positions[r], or of position r when positions is null.
+// `values` (may be null) are only prefetched.
 void AttentionScores(const float* HWY_RESTRICT q, const float* HWY_RESTRICT keys,
-                     const float* HWY_RESTRICT values, const int32_t* HWY_RESTRICT slots, const int64_t* HWY_RESTRICT positions,
+                     const float* HWY_RESTRICT values, const int32_t* HWY_RESTRICT slots,
+                     const int64_t* HWY_RESTRICT positions,
                      const float* HWY_RESTRICT cos_table, const float* HWY_RESTRICT sin_table,
                      int64_t half, int64_t hd, float scale, int64_t count,
                      float* HWY_RESTRICT scores) {
@@ -451,11 +453,11 @@ void AttentionValues(const float* HWY_RESTRICT probs, const float* HWY_RESTRICT 
 // Exact-erf GELU in place: x <- 0.5 x (1 + erf(x / sqrt 2)) = 0.5 x erfc(-x / sqrt 2).
 // erfc(z) for z = |x| / sqrt 2 uses the Chebyshev fit erfc(z) = t exp(-z^2 + P(t)),
 // t = 1 / (1 + z / 2), P of degree 9, whose relative error is below 1.2e-7 for every z >= 0
-// (Press et al., Numerical Recipes, "erfcc"). Then x < 0: 0.5 x erfc(z), x >= 0: x - 0.5 x erfc(z).
+// (Press et al., Numerical Recipes, "erfcc"). Then x < 0: 0.5 x erfc(z), else x - 0.5 x erfc(z).
 // Measured error (tests/cpu/gelu_test.cpp): at most 7 fp32 ulps of GELU(x) for |x| <= 2, 16 for
 // |x| <= 4; beyond, in the negative tail where GELU(x) is tiny, the exponent's rounding adds
-// up to x^2 / 2 ulps. (The former scalar 0.5 x (1 + erff(x / sqrt 2)) lost the whole tail to
-// cancellation.)
+// up to x^2 / 2 ulps with FMA and x^2 without. (The former scalar 0.5 x (1 + erff(x / sqrt 2))
+// lost the whole tail to cancellation.)
 template <class D>
 HWY_INLINE hn::Vec<D> GeluVec(D d, hn::Vec<D> x) {
   const auto z = hn::Mul(hn::Abs(x), hn::Set(d, 0.70710678118654752440f));
@@ -471,8 +473,9 @@ HWY_INLINE hn::Vec<D> GeluVec(D d, hn::Vec<D> x) {
   p = hn::MulAdd(p, t, hn::Set(d, 1.00002368f));
   p = hn::MulAdd(p, t, hn::Set(d, -1.26551223f));
   // exp(P - z^2) with z^2 = x^2 / 2 formed from x itself (exact halving), not from the rounded z.
-  const auto erfc = hn::Mul(t, hn::Exp(d, hn::NegMulAdd(hn::Mul(hn::Set(d, 0.5f), x), x, p)));
-  const auto half_x_erfc = hn::Mul(hn::Mul(hn::Set(d, 0.5f), x), erfc);
+  const auto half_x = hn::Mul(hn::Set(d, 0.5f), x);
+  const auto erfc = hn::Mul(t, hn::Exp(d, hn::NegMulAdd(half_x, x, p)));
+  const auto half_x_erfc = hn::Mul(half_x, erfc);
   // x >= 0 takes x - 0.5 x erfc; a huge x keeps x itself (erfc is 0 there, and inf * 0 is NaN).
   const auto pos = hn::IfThenElse(hn::Gt(x, hn::Set(d, 10.0f)), x, hn::Sub(x, half_x_erfc));
   return hn::IfThenElse(hn::Lt(x, hn::Zero(d)), half_x_erfc, pos);
@@ -531,8 +534,8 @@ void attention_scores(const float* q, const float* keys, const float* values,
                       const int32_t* slots, const int64_t* positions, const float* cos_table,
                       const float* sin_table, int64_t half, int64_t head_dim, float scale,
                       int64_t count, float* scores) {
-  HWY_DYNAMIC_DISPATCH(AttentionScores)(q, keys, values, slots, positions, cos_table, sin_table, half,
-                                        head_dim, scale, count, scores);
+  HWY_DYNAMIC_DISPATCH(AttentionScores)(q, keys, values, slots, positions, cos_table, sin_table,
+                                        half, head_dim, scale, count, scores);
 }
 float softmax_exp(float* scores, int64_t count) {
   return HWY_DYNAMIC_DISPATCH(SoftmaxExp)(scores, count);
