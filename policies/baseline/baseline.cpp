@@ -1,26 +1,20 @@
 // baseline: the full cache. Nothing is ever evicted, so the engine never consults the policy.
-#include "kvc_policy_util.h"
+#include <kvc/policy.hpp>
 
 namespace {
 
-int create(const kvc_policy_host*, const kvc_policy_value*, kvc_policy_setup* setup,
-           void** instance) {
-  setup->signals = 0;
-  setup->trigger = KVC_TRIGGER_NEVER;
-  setup->trigger_size = 0;
-  setup->capacity = -1;
-  setup->use_rule = 0;
-  *instance = nullptr;
-  return 0;
-}
+class Baseline {
+ public:
+  static constexpr const char* name = "baseline";
+  static constexpr const char* version = KVC_POLICY_VERSION;
+  static constexpr const char* description = "Full cache: nothing is evicted";
 
-void destroy(void*) {}
-
-const kvc_policy_descriptor kDescriptor = {
-    sizeof(kvc_policy_descriptor), KVC_POLICY_ABI_MAJOR, KVC_POLICY_ABI_MINOR, "baseline",
-    KVC_POLICY_VERSION, "Full cache: nothing is evicted", nullptr, 0, create, destroy,
-    nullptr, nullptr, nullptr};
+  Baseline(const kvc::sdk::Host&, const kvc::sdk::Params&, kvc_policy_setup& setup) {
+    setup.trigger = KVC_TRIGGER_NEVER;
+    setup.capacity = -1;
+  }
+};
 
 }  // namespace
 
-KVC_POLICY_DEFINE_ENTRY(kDescriptor)
+KVC_SDK_POLICY(Baseline)

@@ -1,80 +1,36 @@
 // lazy_h2o (periodic H2O, from the seed project): a StreamingLLM window plus a heavy-hitter
 // set that is only re-selected every update_interval steps; in between, one entry per step
 // leaves FIFO-style (the oldest unprotected middle entry). The score work is done once per
-// interval, which is the point of the method.
-//
-// This is the exemplar of the callback path: the engine calls decide after every step with a
-// read-only view; decide writes a plan into the engine's buffers (KVC_PLAN_EVICT of one rank
-// per head on FIFO steps, KVC_PLAN_KEEP on refresh steps) and keeps its own small state (the
-// step counter and the protected positions). The rule itself is in common/kvc_policy_util.h
-// (LazyRule), shared with unified's lazy variant.
-#include "kvc_policy_util.h"
+// interval, which is the point of the method. A rule with the engine's lazy refresh.
+#include "standard_params.h"
 
 namespace {
 
-const kvc_param_info kParams[] = {
-    kvc_policy::param::kStartSize,
-    kvc_policy::param::kRecentSize,
-    kvc_policy::param::kHeavySize,
-    kvc_policy::param::kScope,
-    kvc_policy::param::kScoreLayers,
-    {sizeof(kvc_param_info), "update_interval", KVC_PARAM_INT, "10", 1, KVC_POLICY_MAX_SIZE,
-     nullptr, "Heavy hitters are re-selected on steps where step_counter % update_interval == 0"},
+using namespace kvc::bundled;
+
+class LazyH2O {
+ public:
+  static constexpr const char* name = "lazy_h2o";
+  static constexpr const char* version = KVC_POLICY_VERSION;
+  static constexpr const char* description =
+      "Lazy H2O: heavy hitters re-selected every update_interval steps, FIFO eviction between";
+  static constexpr kvc_param_info params[] = {
+      kStartSize, kRecentSize, kHeavySize, kScope, kScoreLayers,
+      size_param("update_interval", "10", 1,
+                 "Heavy hitters are re-selected on steps where step_counter % update_interval == 0"),
+  };
+
+  LazyH2O(const kvc::sdk::Host& host, const kvc::sdk::Params& p, kvc_policy_setup& setup) {
+    rule_.sinks(p.get_int("start_size")).recent(p.get_int("recent_size"));
+    rule_.heavy(p.get_int("heavy_size"), KVC_SIGNAL_ACC_ATTENTION);
+    rule_.scope(scope(p), score_layers(host, p)).lazy(p.get_int("update_interval"));
+    rule_.finish(setup);
+  }
+
+ private:
+  kvc::sdk::Rule rule_;
 };
-
-struct Instance {
-  const kvc_policy_host* host;
-  kvc_policy::LazyRule rule;
-};
-
-int create(const kvc_policy_host* host, const kvc_policy_value* v, kvc_policy_setup* setup,
-           void** instance) {
-  return kvc_policy::guarded(host, [&] {
-    auto* inst = new Instance();
-    inst->host = host;
-    kvc_policy::LazyRule& rule = inst->rule;
-    rule.sink = v[0].i;
-    rule.recent = v[1].i;
-    rule.heavy = v[2].i;
-    rule.shared = v[3].i == 1;
-    rule.interval = v[5].i;
-    if (rule.capacity() < 1) {
-      delete inst;
-      return kvc_policy::fail(host, "start_size + recent_size + heavy_size must be at least 1");
-    }
-    if (kvc_policy::collect_layers(host, v[4], &rule.score_layers) != 0) {
-      delete inst;
-      return 1;
-    }
-    setup->signals = KVC_SIGNAL_ACC_ATTENTION;
-    setup->trigger = KVC_TRIGGER_EVERY_STEP;  // the step counter must see every step
-    setup->trigger_size = rule.capacity();
-    setup->capacity = rule.capacity();
-    setup->use_rule = 0;
-    *instance = inst;
-    return 0;
-  });
-}
-
-void destroy(void* instance) { delete static_cast<Instance*>(instance); }
-
-int reset(void* instance) {
-  static_cast<Instance*>(instance)->rule.reset();
-  return 0;
-}
-
-int decide(void* instance, const kvc_cache_view* view, kvc_plan* plan) {
-  auto* inst = static_cast<Instance*>(instance);
-  return kvc_policy::guarded(inst->host,
-                             [&] { return inst->rule.decide(inst->host, *view, *plan); });
-}
-
-const kvc_policy_descriptor kDescriptor = {
-    sizeof(kvc_policy_descriptor), KVC_POLICY_ABI_MAJOR, KVC_POLICY_ABI_MINOR, "lazy_h2o",
-    KVC_POLICY_VERSION,
-    "Lazy H2O: heavy hitters re-selected every update_interval steps, FIFO eviction between",
-    kParams, sizeof kParams / sizeof kParams[0], create, destroy, reset, decide, nullptr};
 
 }  // namespace
 
-KVC_POLICY_DEFINE_ENTRY(kDescriptor)
+KVC_SDK_POLICY(LazyH2O)

@@ -42,7 +42,7 @@ TEST(CudaLoader, ForeignLibraryIsRejected) {
   kvc_status st = KVC_OK;
   const std::string msg = message_of([] { open_cuda_provider(KVC_LIBKVC_PATH); }, &st);
   EXPECT_EQ(st, KVC_ERR_BACKEND);
-  EXPECT_NE(msg.find("is not a kvc CUDA backend"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("is not a CUDA backend: it does not export the symbol"), std::string::npos) << msg;
 }
 
 TEST(CudaLoader, EnvironmentOverridesTheLibraryPath) {

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "engine/model.h"
+#include "api/handles.h"
 #include "naive_reference.h"
 #include "test_util.h"
 
@@ -56,7 +56,7 @@ void expect_matches_naive(const char* name, bool shift) {
       run(model.get(), shift ? KVC_POSITIONS_SHIFT : KVC_POSITIONS_ORIGINAL, kTokens, evict_at,
           keep);
 
-  NaiveNeox naive(*model->weights);
+  NaiveNeox naive(*model->model->weights);
   const size_t vocab = static_cast<size_t>(vocab_of(model.get()));
   float worst = 0;
   for (size_t t = 0; t < kTokens.size(); ++t) {

@@ -1,7 +1,8 @@
 // Plugin plan validation: kvc::validate_plan on a fuzzed cache view and a fuzzed plan, checked
 // against an independent statement of the rules in kvc/policy.h (differential: it must accept
-// exactly the valid plans). A second mode runs the declarative rule executor on the view and
-// requires its plan to validate and to keep no more than the rule allows.
+// exactly the valid plans). A second mode runs the engine's rule executor (kvc::RuleEngine, with
+// every kind of rule: lazy, orders, scopes, layer budgets, adaptive allocation, pooling) on the
+// view and requires its plan to validate and to keep no more than the rule allows.
 //
 // The plan's kind is written as raw bytes, as a C plugin may write any int there.
 #include <algorithm>
@@ -148,12 +149,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
 
-  // Rule mode: the host's own executor must always produce a valid plan.
+  // Rule mode: the engine's own executor must always produce a valid plan.
   std::vector<int32_t> separators;
   for (int i = in.range(0, 3); i > 0; --i) separators.push_back(in.u8() % 8);
   std::vector<int32_t> score_layers;
   for (int i = in.range(0, 2); i > 0; --i)
     score_layers.push_back(static_cast<int32_t>(in.range(0, v.view.n_layers - 1)));
+  std::vector<int64_t> layer_heavy;
+  const bool per_layer_budgets = in.u8() & 1;
+  for (int32_t l = 0; per_layer_budgets && l < v.view.n_layers; ++l)
+    layer_heavy.push_back(in.range(0, 12));
   kvc_rule rule{};
   rule.struct_size = sizeof rule;
   rule.sink_size = in.range(0, 12);
@@ -165,28 +170,50 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint32_t signals[] = {KVC_SIGNAL_ACC_ATTENTION, KVC_SIGNAL_LAST_ATTENTION,
                               KVC_SIGNAL_KEY_NORM};
   rule.heavy_signal = signals[in.u8() % 3];
+  rule.heavy_order = in.u8() & 1 ? KVC_ORDER_SMALLEST : KVC_ORDER_LARGEST;
+  rule.tie_signal = in.u8() & 1 ? signals[in.u8() % 3] : 0;
+  rule.pooling = static_cast<kvc_pooling>(in.range(0, 2));
+  rule.pool_kernel = 2 * in.range(0, 3) + 1;
+  rule.update_interval = in.range(0, 3);
   bool same = true;
   for (size_t g = 1; g < n; ++g) same &= v.positions[g] == v.positions[0];
-  rule.scope = same && (in.u8() & 1) ? KVC_SCOPE_SHARED : KVC_SCOPE_PER_HEAD;
+  const int64_t scope = in.range(0, 2);
+  rule.scope = same && scope == 1   ? KVC_SCOPE_SHARED
+               : same && scope == 2 ? KVC_SCOPE_PER_LAYER
+                                    : KVC_SCOPE_PER_HEAD;
+  if (rule.scope != KVC_SCOPE_SHARED && per_layer_budgets) {
+    rule.layer_heavy_sizes = layer_heavy.data();
+    rule.n_layer_heavy_sizes = layer_heavy.size();
+  }
+  if (rule.scope == KVC_SCOPE_PER_HEAD && (in.u8() & 1)) {
+    rule.allocation = KVC_ALLOCATION_ADAPTIVE;
+    rule.allocation_floor = static_cast<double>(in.range(0, 4)) / 4.0;
+  }
   rule.score_layers = score_layers.empty() ? nullptr : score_layers.data();
   rule.n_score_layers = score_layers.size();
-  const int64_t skip = in.range(-1, 20);
+  const int64_t trigger = in.range(-1, 20);
+  const int64_t steps = in.range(1, 4);
+  v.view.n_new = in.range(1, 2);
+  kvc::RuleEngine engine(rule, trigger, v.view.n_layers, v.view.n_heads);
   try {
-    kvc::execute_rule(rule, v.view, plan, skip);
+    engine.validate(KVC_SIGNAL_ACC_ATTENTION | KVC_SIGNAL_LAST_ATTENTION | KVC_SIGNAL_KEY_NORM,
+                    "rule: ");
+    for (int64_t i = 0; i < steps; ++i) engine.count_step();
+    engine.decide(v.view, plan);
   } catch (const kvc::Error& e) {
-    kvc::fuzz::broken(std::string("execute_rule threw on a well-formed view: ") + e.what());
+    kvc::fuzz::broken(std::string("the rule engine threw on a well-formed view: ") + e.what());
   }
-  const int64_t most = rule.sink_size + rule.recent_size + rule.separator_size + rule.heavy_size;
-  if (!plan_is_valid(plan, v, -1)) kvc::fuzz::broken("execute_rule produced an invalid plan");
+  const int64_t most = engine.max_keep_per_head();
+  if (!plan_is_valid(plan, v, -1)) kvc::fuzz::broken("the rule engine produced an invalid plan");
   try {
     kvc::validate_plan(plan, v.view, -1, "rule");
   } catch (const kvc::Error& e) {
-    kvc::fuzz::broken(std::string("validate_plan rejected execute_rule's plan: ") + e.what());
+    kvc::fuzz::broken(std::string("validate_plan rejected the rule engine's plan: ") + e.what());
   }
   if (kind_of(plan) == KVC_PLAN_KEEP)
     for (size_t g = 0; g < n; ++g) {
       const int64_t kept = counts[plan.shared ? 0 : g];
-      if (v.heads[g].n_entries > skip && kept > most) kvc::fuzz::broken("rule kept too many");
+      if (kept < v.heads[g].n_entries && kept > most) kvc::fuzz::broken("rule kept too many");
     }
   if (kind_of(plan) == KVC_PLAN_EVICT) kvc::fuzz::broken("a rule never writes EVICT");
   return 0;

@@ -1,5 +1,5 @@
 // Policy parameters: text NAME=VALUE pairs parsed against each bundled policy's schema
-// (kvc::ParsedParams), then, when they parse, a real instance created from them
+// (kvc::PolicyParams), then, when they parse, a real instance created from them
 // (kvc::PolicyInstance: the plugin's own create checks plus the host's setup validation),
 // with and without model dimensions.
 //
@@ -63,9 +63,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t i = 0; i < names.size(); ++i)
     params.push_back({names[i].c_str(), values[i].c_str()});
 
+  const auto parsed = policy->make_params();
   try {
-    kvc::ParsedParams parsed(*policy, params.data(), params.size());
-    if (parsed.size() != policy->params.size()) kvc::fuzz::broken("one value per schema entry");
+    parsed->set_all(params.data(), params.size());
+    if (parsed->size() != policy->params.size()) kvc::fuzz::broken("one value per schema entry");
   } catch (const kvc::Error& e) {
     kvc::fuzz::check_error(e);
     return 0;
@@ -80,7 +81,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   host.tokenize = with_model ? tokenize : no_tokenizer;
   try {
-    kvc::PolicyInstance instance(policy, host, params.data(), params.size());
+    kvc::PolicyInstance instance(policy, host, *parsed);
     const kvc_policy_setup& s = instance.setup();
     if (s.capacity < -1) kvc::fuzz::broken("accepted a setup with capacity < -1");
     instance.reset();

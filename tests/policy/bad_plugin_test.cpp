@@ -101,7 +101,7 @@ TEST(PolicyBadSetup, HeavySignalNotRequested) {
 
 TEST(PolicyBadSetup, CapacityBelowTheRule) {
   expect_error([] { make_bad("good", "capacity_below_rule"); }, KVC_ERR_POLICY,
-               {"may keep up to 5 entries, more than the capacity 4"});
+               {"may keep up to 5 entries", "more than the capacity 4"});
 }
 
 TEST(PolicyBadSetup, NegativeSize) {

@@ -11,6 +11,7 @@ using test::Cache;
 using test::expect_error;
 using test::PlanBuffer;
 using test::TestHost;
+using test::step_decide;
 
 std::unique_ptr<PolicyInstance> make(const std::string& name, std::vector<kvc_param> params,
                                      const TestHost& host = TestHost()) {
@@ -22,7 +23,7 @@ std::unique_ptr<PolicyInstance> make(const std::string& name, std::vector<kvc_pa
 std::vector<int64_t> decide_keep(PolicyInstance& p, Cache& c, size_t g = 0, int64_t n_new = 1) {
   PlanBuffer pb(c);
   c.make_view(n_new);
-  p.decide(c.view, pb.plan);
+  step_decide(p, c.view, pb.plan);
   pb.apply(c);
   return c.heads[g].positions;
 }
@@ -46,7 +47,7 @@ TEST(PolicyBaseline, NeverEvicts) {
   Cache c(2, 2);
   c.fill(5000, [](int64_t) { return 1; }, [](int64_t, int64_t) { return 0.f; });
   PlanBuffer pb(c);
-  p->decide(c.make_view(), pb.plan);
+  step_decide(*p, c.make_view(), pb.plan);
   EXPECT_EQ(pb.plan.kind, KVC_PLAN_NOTHING);
   expect_error([] { make("baseline", {{"start_size", "4"}}); }, KVC_ERR_INVALID_ARGUMENT,
                {"unknown parameter 'start_size'", "takes no parameters"});
@@ -89,7 +90,7 @@ TEST(PolicyH2O, PerHeadKeepsEachHeadsHeavyHitters) {
   c.fill(6, [](int64_t) { return 1; },
          [](int64_t g, int64_t pos) { return (pos == g + 1 || pos == g + 3) ? 1.f : 0.5f; });
   PlanBuffer pb(c);
-  p->decide(c.make_view(), pb.plan);
+  step_decide(*p, c.make_view(), pb.plan);
   EXPECT_EQ(pb.plan.kind, KVC_PLAN_KEEP);
   pb.apply(c);
   // Middle is positions 1..3: head 0 -> {1, 3}; head 1 -> {2} plus tie 1 (older);
@@ -135,8 +136,9 @@ TEST(PolicyH2O, ScoreLayersMustExist) {
 TEST(PolicyLazyH2O, RefreshThenFifoSequence) {
   auto p = make("lazy_h2o", {{"start_size", "1"}, {"recent_size", "2"}, {"heavy_size", "2"},
                              {"update_interval", "3"}});
-  EXPECT_EQ(p->setup().trigger, KVC_TRIGGER_EVERY_STEP);
-  EXPECT_EQ(p->setup().use_rule, 0);
+  EXPECT_EQ(p->setup().trigger, KVC_TRIGGER_OVER_CAPACITY);
+  EXPECT_EQ(p->setup().use_rule, 1);  // the engine's lazy refresh: no callback
+  EXPECT_EQ(p->setup().rule.update_interval, 3);
   EXPECT_EQ(p->setup().capacity, 5);
   Cache c(1, 1);
   const float score[] = {0, 0.5f, 0.9f, 0.7f, 0, 0, 0, 0, 0, 0, 0};
@@ -148,9 +150,9 @@ TEST(PolicyLazyH2O, RefreshThenFifoSequence) {
   EXPECT_EQ(decide_keep(*p, c), (Pos{0, 2, 3, 4, 5}));
   append(c, 1);  // step 7: FIFO, oldest unprotected middle entry is 4
   PlanBuffer pb(c);
-  p->decide(c.make_view(), pb.plan);
-  EXPECT_EQ(pb.plan.kind, KVC_PLAN_EVICT);
-  EXPECT_EQ(pb.list(0), (std::vector<int32_t>{3}));  // one rank per head
+  step_decide(*p, c.make_view(), pb.plan);
+  EXPECT_EQ(pb.plan.kind, KVC_PLAN_EVICT);  // between refreshes: the leavers only
+  EXPECT_EQ(pb.list(0), (std::vector<int32_t>{3}));  // one rank per head (position 4)
   pb.apply(c);
   EXPECT_EQ(c.heads[0].positions, (Pos{0, 2, 3, 5, 6}));
   append(c, 1);  // step 8: FIFO evicts 5
@@ -179,14 +181,14 @@ TEST(PolicyLazyH2O, PerHeadAndSharedScopes) {
   auto scores = [](int64_t g, int64_t pos) { return pos == 1 + (g % 2) ? 1.f : 0.f; };
   c.fill(4, [](int64_t) { return 1; }, scores);
   PlanBuffer pb(c);
-  per_head->decide(c.make_view(), pb.plan);
+  step_decide(*per_head, c.make_view(), pb.plan);
   EXPECT_EQ(pb.plan.kind, KVC_PLAN_KEEP);
   EXPECT_EQ(pb.plan.shared, 0);
   EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 1, 3}));
   EXPECT_EQ(pb.list(1), (std::vector<int32_t>{0, 2, 3}));
   // Shared: layer 0 sums to a tie between 1 and 2: the older, 1.
   pb.reset(c);
-  shared->decide(c.make_view(), pb.plan);
+  step_decide(*shared, c.make_view(), pb.plan);
   EXPECT_EQ(pb.plan.shared, 1);
   EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 1, 3}));
 }
@@ -202,7 +204,7 @@ TEST(PolicyLazyH2O, MultiTokenStepEvictsDownToCapacity) {
   for (int64_t pos : {1, 6}) c.heads[1].acc[pos] = 1.f;
   // Step 1 is not a refresh step by the counter, but a prefill's one application is a full
   // selection (not FIFO), so the heavy hitters survive it.
-  p->decide(c.make_view(/*n_new=*/9), pb.plan);
+  step_decide(*p, c.make_view(/*n_new=*/9), pb.plan);
   EXPECT_EQ(pb.plan.kind, KVC_PLAN_KEEP);
   EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 2, 5, 7, 8}));
   EXPECT_EQ(pb.list(1), (std::vector<int32_t>{0, 1, 6, 7, 8}));
@@ -276,7 +278,7 @@ TEST(PolicyUnified, RuleKeepsSeparatorsBeforeHeavyHitters) {
   c.fill(7, [](int64_t pos) { return pos == 2 || pos == 3 ? 99 : 5; },
          [](int64_t g, int64_t pos) { return (g == 0 ? pos == 2 : pos == 4) ? 1.f : 0.f; });
   PlanBuffer pb(c);
-  p->decide(c.make_view(), pb.plan);
+  step_decide(*p, c.make_view(), pb.plan);
   pb.apply(c);
   EXPECT_EQ(c.heads[0].positions, (Pos{0, 2, 3, 5, 6}));
   EXPECT_EQ(c.heads[1].positions, (Pos{0, 3, 4, 5, 6}));
@@ -285,12 +287,13 @@ TEST(PolicyUnified, RuleKeepsSeparatorsBeforeHeavyHitters) {
   EXPECT_EQ(decide_keep(*p, c), (Pos{0, 1, 5, 6}));
 }
 
-TEST(PolicyUnified, LazyVariantUsesTheCallback) {
+TEST(PolicyUnified, LazyVariantIsALazyRule) {
   auto p = make("unified", {{"start_size", "1"}, {"separator_size", "1"}, {"heavy_size", "1"},
                             {"local_size", "2"}, {"separators", "99"}, {"update_interval", "2"},
                             {"scope", "shared"}});
-  EXPECT_EQ(p->setup().use_rule, 0);
-  EXPECT_EQ(p->setup().trigger, KVC_TRIGGER_EVERY_STEP);
+  EXPECT_EQ(p->setup().use_rule, 1);
+  EXPECT_EQ(p->setup().trigger, KVC_TRIGGER_OVER_CAPACITY);
+  EXPECT_EQ(p->setup().rule.update_interval, 2);
   Cache c(1, 2);
   // Step 1 with 6 entries (one over capacity): FIFO; separator 3 is kept, the oldest
   // unprotected other middle entry (1) goes.

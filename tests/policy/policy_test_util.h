@@ -133,6 +133,12 @@ struct PlanBuffer {
   }
 };
 
+// One step of a policy as the session runs it: count the step, then decide.
+inline void step_decide(PolicyInstance& p, const kvc_cache_view& view, kvc_plan& plan) {
+  p.count_step();
+  p.decide(view, plan);
+}
+
 inline std::vector<int32_t> iota_ranks(int32_t from, int32_t to) {
   std::vector<int32_t> v;
   for (int32_t i = from; i < to; ++i) v.push_back(i);

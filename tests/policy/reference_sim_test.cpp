@@ -182,7 +182,7 @@ void run_case(const Case& cs, int64_t prefill, int64_t steps, uint32_t seed,
     // kvc
     PlanBuffer pb(c);
     c.make_view(n_new);
-    ASSERT_NO_THROW(policy.decide(c.view, pb.plan)) << "step " << step;
+    ASSERT_NO_THROW(test::step_decide(policy, c.view, pb.plan)) << "step " << step;
     pb.apply(c);
     // reference
     ref.tick(n_new);

@@ -1,4 +1,4 @@
-// execute_rule and validate_plan on hand-made tables.
+// The rule engine (RuleEngine) and validate_plan on hand-made tables.
 #include <gtest/gtest.h>
 
 #include "policy_test_util.h"
@@ -11,6 +11,15 @@ using test::concat;
 using test::expect_error;
 using test::iota_ranks;
 using test::PlanBuffer;
+
+// One decision of `rule` on a fresh engine (first step since reset); groups at or below
+// `trigger_size` are left whole (-1: the rule runs on every group).
+void execute_rule(const kvc_rule& rule, const kvc_cache_view& view, kvc_plan& plan,
+                  int64_t trigger_size = -1) {
+  RuleEngine engine(rule, trigger_size, view.n_layers, view.n_heads);
+  engine.count_step();
+  engine.decide(view, plan);
+}
 
 kvc_rule make_rule(int64_t sink, int64_t recent, int64_t heavy = 0,
                    kvc_scope scope = KVC_SCOPE_PER_HEAD) {
@@ -119,7 +128,7 @@ TEST(PolicyRule, HeadsAtOrBelowTheTriggerAreLeftWhole) {
   c.fill(6, [](int64_t p) { return int32_t(p); }, [](int64_t, int64_t) { return 0.f; });
   c.head(0, 1).keep({0, 1, 2, 3, 4});  // head 1 holds 5 entries
   PlanBuffer pb(c);
-  execute_rule(make_rule(1, 3), c.make_view(), pb.plan, /*skip_at_or_below=*/5);
+  execute_rule(make_rule(1, 3), c.make_view(), pb.plan, /*trigger_size=*/5);
   EXPECT_EQ(pb.plan.kind, KVC_PLAN_KEEP);
   EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 3, 4, 5}));
   EXPECT_EQ(pb.list(1), iota_ranks(0, 5));

@@ -7,8 +7,11 @@
  *    message for the calling thread that names the file, tensor, key or value involved and what
  *    was expected. The message stays valid until the next failing call on that thread.
  *  - Every struct passed in or out starts with `size_t struct_size`, set by the caller to
- *    sizeof(the struct) (use the *_init functions). Structs only grow at the end, so a caller
- *    built against an older header keeps working with a newer library.
+ *    sizeof(the struct): use the *_init macros, which call *_init_size(p, sizeof *p) so the
+ *    library writes defaults into exactly the caller's struct. Structs only grow at the end,
+ *    so a caller built against an older header keeps working with a newer library (and the
+ *    exported *_init functions of ABI 1.0, which FFI callers may still call, fill only the
+ *    1.0 layout). FFI callers with their own struct layouts call *_init_size.
  *  - Output buffers are caller-owned. Where a result's size is not known in advance, the
  *    function reports the needed size and returns KVC_ERR_BUFFER_TOO_SMALL if it does not fit.
  *  - Threads: a kvc_model may be shared by any number of threads and sessions at once (it is
@@ -51,7 +54,7 @@ extern "C" {
 
 /* The ABI major changes on any incompatible change; the minor when something is appended. */
 #define KVC_ABI_VERSION_MAJOR 1
-#define KVC_ABI_VERSION_MINOR 0
+#define KVC_ABI_VERSION_MINOR 1
 
 /* (major << 16) | minor of the loaded library. Compare the major with KVC_ABI_VERSION_MAJOR. */
 KVC_API uint32_t kvc_abi_version(void);
@@ -133,7 +136,11 @@ typedef struct kvc_model_options {
   uint64_t seed;          /* weights of "synthetic:" models */
 } kvc_model_options;
 
+/* Fills the defaults (ABI 1.0 layout for the exported function; see the conventions). */
 KVC_API void kvc_model_options_init(kvc_model_options *options);
+KVC_API void kvc_model_options_init_size(kvc_model_options *options, size_t struct_size);
+#define kvc_model_options_init(options) \
+  kvc_model_options_init_size((options), sizeof *(options))
 
 /* Loads a model.
  *  - A Hugging Face folder: config.json plus model.safetensors, or shards listed in
@@ -164,7 +171,11 @@ typedef struct kvc_model_info {
   uint64_t weight_bytes;  /* bytes of weights as stored by the backend */
 } kvc_model_info;
 
+/* Fills the defaults (ABI 1.0 layout for the exported function; see the conventions). */
 KVC_API void kvc_model_info_init(kvc_model_info *info);
+KVC_API void kvc_model_info_init_size(kvc_model_info *info, size_t struct_size);
+#define kvc_model_info_init(info) \
+  kvc_model_info_init_size((info), sizeof *(info))
 KVC_API kvc_status kvc_model_get_info(const kvc_model *model, kvc_model_info *info);
 
 /* The tokenizer of the model folder, or NULL if it has none. Owned by the model. */
@@ -191,6 +202,9 @@ typedef struct kvc_param {
   const char *value;
 } kvc_param;
 
+/* One policy with its typed parameters (see "Typed parameters" below). */
+typedef struct kvc_policy_params kvc_policy_params;
+
 typedef struct kvc_session_options {
   size_t struct_size;
   /* Policy name ("baseline", "streaming", "h2o", ... or a third-party name) resolved to
@@ -205,9 +219,17 @@ typedef struct kvc_session_options {
   int64_t max_entries;
   /* Extra folders searched for policy plugins before KVC_POLICY_PATH; ':'-separated. */
   const char *policy_path;
+  /* ABI minor 1: the policy and its typed parameters (kvc_policy_params_create). When set, it
+   * replaces `policy`, `params` and `policy_path` (which must then be NULL/0). The session
+   * copies what it needs: the handle may be freed once the session is created. */
+  const kvc_policy_params *policy_params;
 } kvc_session_options;
 
+/* Fills the defaults (ABI 1.0 layout for the exported function; see the conventions). */
 KVC_API void kvc_session_options_init(kvc_session_options *options);
+KVC_API void kvc_session_options_init_size(kvc_session_options *options, size_t struct_size);
+#define kvc_session_options_init(options) \
+  kvc_session_options_init_size((options), sizeof *(options))
 
 KVC_API kvc_status kvc_session_create(kvc_model *model, const kvc_session_options *options,
                                       kvc_session **out);
@@ -242,7 +264,11 @@ typedef struct kvc_score_options {
   kvc_score_mode mode;
 } kvc_score_options;
 
+/* Fills the defaults (ABI 1.0 layout for the exported function; see the conventions). */
 KVC_API void kvc_score_options_init(kvc_score_options *options);
+KVC_API void kvc_score_options_init_size(kvc_score_options *options, size_t struct_size);
+#define kvc_score_options_init(options) \
+  kvc_score_options_init_size((options), sizeof *(options))
 
 /* Teacher-forced scoring: appends tokens[0..n) to the session and writes
  * nll[i] = -log p(tokens[i+1] | everything before it in the session) for i in [0, n-1),
@@ -265,7 +291,11 @@ typedef struct kvc_cache_stats {
   int64_t n_evictions;    /* times the policy evicted something */
 } kvc_cache_stats;
 
+/* Fills the defaults (ABI 1.0 layout for the exported function; see the conventions). */
 KVC_API void kvc_cache_stats_init(kvc_cache_stats *stats);
+KVC_API void kvc_cache_stats_init_size(kvc_cache_stats *stats, size_t struct_size);
+#define kvc_cache_stats_init(stats) \
+  kvc_cache_stats_init_size((stats), sizeof *(stats))
 KVC_API kvc_status kvc_session_cache_stats(const kvc_session *session, kvc_cache_stats *stats);
 
 /* Entries currently cached per (layer, head), row-major [n_layers][n_heads]. */
@@ -334,6 +364,64 @@ KVC_API size_t kvc_policy_list_size(const kvc_policy_list *list);
 KVC_API const kvc_policy_info *kvc_policy_list_get(const kvc_policy_list *list, size_t index);
 /* Newline-separated messages for candidate files that were not valid plugins ("" if none). */
 KVC_API const char *kvc_policy_list_errors(const kvc_policy_list *list);
+
+/* ---- Typed parameters (ABI minor 1) ---------------------------------------------------------
+ * A kvc_policy_params holds one policy (loaded and validated) and one typed value per entry of
+ * its schema, defaults filled in. Each setter checks its value against the schema at once
+ * (type, range, choices) and fails with KVC_ERR_INVALID_ARGUMENT naming the policy, the
+ * parameter, the value and what is allowed; setting one parameter twice is an error too (the
+ * caller decides which source wins). Hosts parse each value once, here: a TOML integer goes in
+ * with kvc_policy_params_set_int, a command-line NAME=VALUE with kvc_policy_params_set_text,
+ * and the session receives typed values without a text round trip. A kvc_policy_params is
+ * used by one thread at a time. */
+
+/* A typed value, as kvc_policy_params_get hands it out. Pointers are owned by the
+ * kvc_policy_params and valid until it changes or is freed. */
+typedef struct kvc_param_value {
+  size_t struct_size;
+  kvc_param_type type;
+  int64_t i;                  /* INT; BOOL (0 or 1); CHOICE (index into the choices) */
+  double f;                   /* FLOAT */
+  const int64_t *ints;        /* INT_LIST */
+  size_t n_ints;
+  const char *const *strings; /* STRING_LIST; CHOICE: strings[0] is the chosen text */
+  size_t n_strings;
+} kvc_param_value;
+
+KVC_API void kvc_param_value_init_size(kvc_param_value *value, size_t struct_size);
+#define kvc_param_value_init(value) \
+  kvc_param_value_init_size((value), sizeof *(value))
+
+/* Loads the policy (name or path, as kvc_session_options.policy; `extra_path` as
+ * policy_path, may be NULL) and starts from its defaults. */
+KVC_API kvc_status kvc_policy_params_create(const char *name_or_path, const char *extra_path,
+                                            kvc_policy_params **out);
+KVC_API void kvc_policy_params_free(kvc_policy_params *params);
+
+/* The text syntax of kvc_param, for values typed on a command line. */
+KVC_API kvc_status kvc_policy_params_set_text(kvc_policy_params *params, const char *name,
+                                              const char *text);
+/* INT, FLOAT (converted), or an INT_LIST of one item. */
+KVC_API kvc_status kvc_policy_params_set_int(kvc_policy_params *params, const char *name,
+                                             int64_t value);
+KVC_API kvc_status kvc_policy_params_set_float(kvc_policy_params *params, const char *name,
+                                               double value);
+KVC_API kvc_status kvc_policy_params_set_bool(kvc_policy_params *params, const char *name,
+                                              int value);
+KVC_API kvc_status kvc_policy_params_set_ints(kvc_policy_params *params, const char *name,
+                                              const int64_t *values, size_t n_values);
+KVC_API kvc_status kvc_policy_params_set_strings(kvc_policy_params *params, const char *name,
+                                                 const char *const *values, size_t n_values);
+
+/* The policy: name, version, description, file and schema (owned by the handle). */
+KVC_API const kvc_policy_info *kvc_policy_params_policy(const kvc_policy_params *params);
+/* The value of schema entry `index` (defaults included); `*is_set` (may be NULL) receives 1
+ * when a setter gave it, 0 for the default. */
+KVC_API kvc_status kvc_policy_params_get(const kvc_policy_params *params, size_t index,
+                                         kvc_param_value *value, int *is_set);
+/* Creates and destroys one instance without a model, so the plugin's own checks of its
+ * parameters run too (as kvc_policy_check). Model-dependent checks wait for the session. */
+KVC_API kvc_status kvc_policy_params_check(const kvc_policy_params *params);
 
 /* Loads one policy by name or path, validates its descriptor and `params` against its schema,
  * and creates and destroys one instance without a model (so the policy's own checks of its

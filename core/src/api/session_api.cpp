@@ -1,10 +1,19 @@
 // C ABI: sessions.
+#include <cstddef>
+#include <memory>
+
 #include "api/guard.h"
+#include "api/handles.h"
 #include "api/structs.h"
-#include "engine/session.h"
 #include "kvc/kvc.h"
 
 using namespace kvc;
+
+namespace kvc {
+// What a kvc_policy_params holds (policy/policy_api.cpp).
+std::shared_ptr<const LoadedPolicy> policy_of(const kvc_policy_params& p);
+const PolicyParams& params_of(const kvc_policy_params& p);
+}  // namespace kvc
 
 namespace {
 kvc_session_options default_session_options() {
@@ -16,6 +25,7 @@ kvc_session_options default_session_options() {
   o.positions = KVC_POSITIONS_SHIFT;
   o.max_entries = 0;
   o.policy_path = nullptr;
+  o.policy_params = nullptr;
   return o;
 }
 kvc_score_options default_score_options() {
@@ -28,18 +38,30 @@ kvc_score_options default_score_options() {
 
 extern "C" {
 
-KVC_API void kvc_session_options_init(kvc_session_options* options) {
-  if (options) *options = default_session_options();
+// The exported ABI 1.0 *_init functions fill the 1.0 layout; the header's macros call
+// *_init_size with the caller's sizeof (see "Conventions" in kvc.h).
+KVC_API void(kvc_session_options_init)(kvc_session_options* options) {
+  init_struct(options, default_session_options(), offsetof(kvc_session_options, policy_params));
 }
 
-KVC_API void kvc_score_options_init(kvc_score_options* options) {
-  if (options) *options = default_score_options();
+KVC_API void kvc_session_options_init_size(kvc_session_options* options, size_t struct_size) {
+  init_struct(options, default_session_options(), struct_size);
 }
 
-KVC_API void kvc_cache_stats_init(kvc_cache_stats* stats) {
-  if (!stats) return;
-  *stats = kvc_cache_stats{};
-  stats->struct_size = sizeof(*stats);
+KVC_API void(kvc_score_options_init)(kvc_score_options* options) {
+  init_struct(options, default_score_options(), sizeof(kvc_score_options));
+}
+
+KVC_API void kvc_score_options_init_size(kvc_score_options* options, size_t struct_size) {
+  init_struct(options, default_score_options(), struct_size);
+}
+
+KVC_API void(kvc_cache_stats_init)(kvc_cache_stats* stats) {
+  init_struct(stats, kvc_cache_stats{}, sizeof(kvc_cache_stats));
+}
+
+KVC_API void kvc_cache_stats_init_size(kvc_cache_stats* stats, size_t struct_size) {
+  init_struct(stats, kvc_cache_stats{}, struct_size);
 }
 
 KVC_API kvc_status kvc_session_create(kvc_model* model, const kvc_session_options* options,
@@ -50,7 +72,30 @@ KVC_API kvc_status kvc_session_create(kvc_model* model, const kvc_session_option
     require_arg(model, "kvc_session_create", "model");
     const kvc_session_options o =
         read_struct(options, default_session_options(), "kvc_session_options");
-    *out = new kvc_session(model, o);
+    SessionConfig config;
+    config.positions = o.positions;
+    config.max_entries = o.max_entries;
+    std::unique_ptr<PolicyParams> text_params;  // the kvc_param interface, parsed once here
+    const std::string name = o.policy ? o.policy : "";
+    if (o.policy_params != nullptr) {
+      if (!name.empty() || o.n_params > 0 || o.policy_path != nullptr)
+        fail(KVC_ERR_INVALID_ARGUMENT,
+             "kvc_session_options: policy_params is set, so policy, params and policy_path must "
+             "be NULL/0 (the handle names the policy and holds its parameters)");
+      config.policy = policy_of(*o.policy_params);
+      config.params = &params_of(*o.policy_params);
+    } else if (!name.empty()) {
+      config.policy = load_policy(name, o.policy_path ? o.policy_path : "");
+      text_params = config.policy->make_params();
+      text_params->set_all(o.params, o.n_params);
+      config.params = text_params.get();
+    } else if (o.n_params > 0) {
+      fail(KVC_ERR_INVALID_ARGUMENT,
+           "kvc_session_options: parameters were given but no policy (the full cache takes none)");
+    }
+    auto handle = std::make_unique<kvc_session>();
+    handle->session = std::make_unique<Session>(*model->model, config);
+    *out = handle.release();
   });
 }
 
@@ -59,7 +104,7 @@ KVC_API void kvc_session_free(kvc_session* session) { delete session; }
 KVC_API kvc_status kvc_session_reset(kvc_session* session) {
   return guarded([&] {
     require_arg(session, "kvc_session_reset", "session");
-    session->reset();
+    session->session->reset();
   });
 }
 
@@ -69,7 +114,7 @@ KVC_API kvc_status kvc_session_step(kvc_session* session, const int32_t* tokens,
   return guarded([&] {
     require_arg(session, "kvc_session_step", "session");
     require_arg(tokens, "kvc_session_step", "tokens");
-    session->step(tokens, static_cast<int64_t>(n_tokens), which, logits, logits_capacity);
+    session->session->step(tokens, static_cast<int64_t>(n_tokens), which, logits, logits_capacity);
   });
 }
 
@@ -81,7 +126,7 @@ KVC_API kvc_status kvc_session_score(kvc_session* session, const int32_t* tokens
     require_arg(tokens, "kvc_session_score", "tokens");
     const kvc_score_options o =
         read_struct(options, default_score_options(), "kvc_score_options");
-    session->score(tokens, static_cast<int64_t>(n_tokens), o.mode, nll, nll_capacity);
+    session->session->score(tokens, static_cast<int64_t>(n_tokens), o.mode, nll, nll_capacity);
   });
 }
 
@@ -89,7 +134,7 @@ KVC_API kvc_status kvc_session_cache_stats(const kvc_session* session, kvc_cache
   return guarded([&] {
     require_arg(session, "kvc_session_cache_stats", "session");
     require_arg(stats, "kvc_session_cache_stats", "stats");
-    write_struct(stats, session->stats(), "kvc_cache_stats");
+    write_struct(stats, session->session->stats(), "kvc_cache_stats");
   });
 }
 
@@ -97,12 +142,13 @@ KVC_API kvc_status kvc_session_cache_counts(const kvc_session* session, int64_t*
                                             size_t capacity) {
   return guarded([&] {
     require_arg(session, "kvc_session_cache_counts", "session");
-    const size_t n = session->cache.n_head_caches();
+    const KvCache& cache = session->session->cache();
+    const size_t n = cache.n_head_caches();
     if (counts == nullptr || capacity < n)
       fail(KVC_ERR_BUFFER_TOO_SMALL, "kvc_session_cache_counts: the buffer holds " +
                                          std::to_string(counts ? capacity : 0) + " values, " +
                                          std::to_string(n) + " (n_layers * n_heads) are needed");
-    for (size_t i = 0; i < n; ++i) counts[i] = session->cache.head_at(i).size();
+    for (size_t i = 0; i < n; ++i) counts[i] = cache.head_at(i).size();
   });
 }
 
@@ -112,7 +158,7 @@ KVC_API kvc_status kvc_session_cache_entries(const kvc_session* session, int32_t
                                              size_t* n_entries) {
   return guarded([&] {
     require_arg(session, "kvc_session_cache_entries", "session");
-    const KvCache& c = session->cache;
+    const KvCache& c = session->session->cache();
     if (layer < 0 || layer >= c.n_layers() || head < 0 || head >= c.n_heads())
       fail(KVC_ERR_OUT_OF_RANGE, "kvc_session_cache_entries: (layer " + std::to_string(layer) +
                                      ", head " + std::to_string(head) + ") is outside [0, " +
@@ -136,7 +182,7 @@ KVC_API kvc_status kvc_session_keep(kvc_session* session, int32_t layer, int32_t
                                     const int32_t* ranks, size_t n_ranks) {
   return guarded([&] {
     require_arg(session, "kvc_session_keep", "session");
-    session->keep(layer, head, ranks, n_ranks);
+    session->session->keep(layer, head, ranks, n_ranks);
   });
 }
 

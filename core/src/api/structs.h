@@ -37,4 +37,15 @@ void write_struct(T* out, const T& value, const char* type_name) {
   out->struct_size = caller_size;
 }
 
+// The *_init_size functions: fills the caller's struct of `size` bytes with `defaults` (the
+// fields both sides know; zeros in a newer caller's extra tail) and sets struct_size = size.
+template <class T>
+void init_struct(T* out, const T& defaults, size_t size) {
+  if (out == nullptr || size < sizeof(size_t)) return;
+  auto* bytes = reinterpret_cast<unsigned char*>(out);
+  std::memcpy(bytes, &defaults, std::min(size, sizeof(T)));
+  if (size > sizeof(T)) std::memset(bytes + sizeof(T), 0, size - sizeof(T));
+  out->struct_size = size;
+}
+
 }  // namespace kvc

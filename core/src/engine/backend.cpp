@@ -1,33 +1,18 @@
 #include "engine/backend.h"
 
-#include <dlfcn.h>
-
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
 
 #include "common/error.h"
+#include "common/plugin_library.h"
 
 namespace kvc {
-namespace {
-
-std::string folder_of_this_code() {
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<const void*>(&folder_of_this_code), &info) == 0 ||
-      info.dli_fname == nullptr)
-    return ".";
-  std::error_code ec;
-  const auto p = std::filesystem::canonical(info.dli_fname, ec);
-  return ec ? std::filesystem::path(info.dli_fname).parent_path().string()
-            : p.parent_path().string();
-}
-
-}  // namespace
 
 std::string cuda_library_path() {
   if (const char* env = std::getenv("KVC_CUDA_LIBRARY"); env != nullptr && *env != '\0')
     return env;
-  return (std::filesystem::path(folder_of_this_code()) / kCudaLibraryName).string();
+  return (std::filesystem::path(folder_of_libkvc()) / kCudaLibraryName).string();
 }
 
 DeviceProvider& open_cuda_provider(const std::string& path) {
@@ -37,27 +22,15 @@ DeviceProvider& open_cuda_provider(const std::string& path) {
                               "' does not exist (it is built next to libkvc.so when CUDA is "
                               "available; KVC_CUDA_LIBRARY overrides the path)");
   // Never closed: device models and sessions hold code from it until the process ends.
-  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) {
-    const char* why = dlerror();
-    fail(KVC_ERR_BACKEND, "cannot load the CUDA backend '" + path + "': " +
-                              (why ? why : "unknown dlopen error"));
-  }
-  using VersionFn = uint32_t (*)();
-  using CreateFn = DeviceProvider* (*)(uint32_t);
-  auto version = reinterpret_cast<VersionFn>(dlsym(handle, kCudaVersionSymbol));
-  auto create = reinterpret_cast<CreateFn>(dlsym(handle, kCudaCreateSymbol));
-  if (version == nullptr || create == nullptr)
-    fail(KVC_ERR_BACKEND, "'" + path + "' is not a kvc CUDA backend (it lacks " +
-                              kCudaVersionSymbol + " or " + kCudaCreateSymbol + ")");
-  if (version() != kCudaInterfaceVersion)
-    fail(KVC_ERR_BACKEND, "'" + path + "' implements backend interface version " +
-                              std::to_string(version()) + ", this libkvc expects " +
-                              std::to_string(kCudaInterfaceVersion) +
-                              " (rebuild both from the same tree)");
+  const PluginLibrary lib = PluginLibrary::open(path, "CUDA backend", KVC_ERR_BACKEND);
+  const auto version = lib.function<uint32_t()>(kCudaVersionSymbol);
+  const auto create = lib.function<DeviceProvider*(uint32_t)>(kCudaCreateSymbol);
+  lib.require_version("CUDA backend interface", version(), kCudaInterfaceVersion);
   DeviceProvider* provider = create(kCudaInterfaceVersion);
   if (provider == nullptr)
-    fail(KVC_ERR_BACKEND, "'" + path + "' refused to create its provider");
+    fail(KVC_ERR_BACKEND, "CUDA backend '" + path + "': " + kCudaCreateSymbol +
+                              "() returned NULL (it declined interface version " +
+                              std::to_string(kCudaInterfaceVersion) + ")");
   return *provider;
 }
 

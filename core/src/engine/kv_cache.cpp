@@ -119,6 +119,11 @@ int64_t KvCache::max_entries() const {
   return m;
 }
 
+void KvCache::counts(std::vector<int64_t>& out) const {
+  out.resize(heads_.size());
+  for (size_t i = 0; i < heads_.size(); ++i) out[i] = heads_[i].size();
+}
+
 int64_t KvCache::total_entries() const {
   int64_t t = 0;
   for (const auto& h : heads_) t += h.size();

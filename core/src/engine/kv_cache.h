@@ -96,6 +96,8 @@ class KvCache {
   int64_t min_entries() const;
   int64_t max_entries() const;
   int64_t total_entries() const;
+  // Entries of every (layer, head), row-major [n_layers][n_heads], into `out` (resized).
+  void counts(std::vector<int64_t>& out) const;
   void clear();
   void set_store_kv(bool store) {
     for (auto& h : heads_) h.set_store_kv(store);

@@ -4,7 +4,6 @@
 #include <thread>
 
 #include "common/error.h"
-#include "tokenizer/tokenizer.h"
 
 namespace kvc {
 namespace {
@@ -28,7 +27,7 @@ DType storage_dtype(kvc_dtype requested) {
 // Far above any machine's core count, far below the thread pool's chunk limit (65535).
 constexpr int kMaxThreads = 4096;
 
-std::unique_ptr<kvc_model> load_model(const std::string& path, const kvc_model_options& options) {
+std::unique_ptr<Model> load_model(const std::string& path, const kvc_model_options& options) {
   if (options.n_threads < 0 || options.n_threads > kMaxThreads)
     fail(KVC_ERR_INVALID_ARGUMENT,
          "kvc_model_options.n_threads: " + std::to_string(options.n_threads) +
@@ -60,7 +59,7 @@ std::unique_ptr<kvc_model> load_model(const std::string& path, const kvc_model_o
       provider = nullptr;  // no library or no device: the CPU, silently
     }
   }
-  auto model = std::make_unique<kvc_model>();
+  auto model = std::make_unique<Model>();
   model->path = path;
   model->backend = provider ? KVC_BACKEND_CUDA : KVC_BACKEND_CPU;
   const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
@@ -69,7 +68,7 @@ std::unique_ptr<kvc_model> load_model(const std::string& path, const kvc_model_o
                           ? DType::F16
                           : storage_dtype(options.weight_dtype);
   // Uploads the weights once they are loaded (the host copy stays: embeddings and tests).
-  const auto attach_device = [&](kvc_model& m) {
+  const auto attach_device = [&](Model& m) {
     if (provider) m.device = provider->load(*m.weights, options.device, dtype);
   };
 
@@ -92,8 +91,7 @@ std::unique_ptr<kvc_model> load_model(const std::string& path, const kvc_model_o
   model->weights = load_weights(path, model->config, dtype, model->n_threads);
   const fs::path tok = fs::path(path) / "tokenizer.json";
   if (fs::exists(tok, ec)) {
-    model->tokenizer = std::make_unique<kvc_tokenizer>();
-    model->tokenizer->impl = Tokenizer::load_file(tok.string());
+    model->tokenizer = Tokenizer::load_file(tok.string());
   }
   attach_device(*model);
   return model;

@@ -1,4 +1,5 @@
-// kvc_model: immutable after load, shared by every session (and thread) that uses it.
+// kvc::Model: a loaded model, immutable after load, shared by every session (and thread) that
+// uses it. The C handle kvc_model (api/handles.h) owns one.
 #pragma once
 
 #include <memory>
@@ -8,22 +9,22 @@
 #include "kvc/kvc.h"
 #include "model/config.h"
 #include "model/weights.h"
-#include "tokenizer/tokenizer_handle.h"
+#include "tokenizer/tokenizer.h"
 
-struct kvc_model {
+namespace kvc {
+
+struct Model {
   std::string path;  // folder, or "synthetic:<name>"
-  kvc::ModelConfig config;
-  std::unique_ptr<kvc::ModelWeights> weights;
-  std::unique_ptr<kvc_tokenizer> tokenizer;  // null when the folder has no tokenizer.json
+  ModelConfig config;
+  std::unique_ptr<ModelWeights> weights;
+  std::shared_ptr<const Tokenizer> tokenizer;  // null when the folder has no tokenizer.json
   // The CUDA backend's copy of the weights; null when the model runs on the CPU.
-  std::unique_ptr<kvc::DeviceModel> device;
+  std::unique_ptr<DeviceModel> device;
   kvc_backend backend = KVC_BACKEND_CPU;
   int n_threads = 1;
 };
 
-namespace kvc {
-
 // Loads a Hugging Face folder or a "synthetic:" model (see kvc_model_load).
-std::unique_ptr<kvc_model> load_model(const std::string& path, const kvc_model_options& options);
+std::unique_ptr<Model> load_model(const std::string& path, const kvc_model_options& options);
 
 }  // namespace kvc

@@ -1,4 +1,5 @@
-// kvc_session: one sequence, its KV cache, its compute state and its eviction policy.
+// kvc::Session: one sequence, its KV cache, its compute state and its eviction policy. The C
+// handle kvc_session (api/handles.h) owns one.
 #pragma once
 
 #include <cstdint>
@@ -13,8 +14,19 @@
 #include "kvc/policy.h"
 #include "policy/policy.h"
 
-struct kvc_session {
-  kvc_session(kvc_model* model, const kvc_session_options& options);
+namespace kvc {
+
+struct SessionConfig {
+  kvc_position_mode positions = KVC_POSITIONS_SHIFT;
+  int64_t max_entries = 0;  // 0 = no limit
+  // The policy and its parameters; no policy = the built-in full cache.
+  std::shared_ptr<const LoadedPolicy> policy;
+  const PolicyParams* params = nullptr;
+};
+
+class Session {
+ public:
+  Session(const Model& model, const SessionConfig& config);
 
   // kvc_session_step: appends tokens, runs the model, then consults the policy.
   void step(const int32_t* tokens, int64_t n, kvc_logits which, float* logits,
@@ -27,15 +39,18 @@ struct kvc_session {
   void keep(int32_t layer, int32_t head, const int32_t* ranks, size_t n_ranks);
   kvc_cache_stats stats() const;
 
-  kvc_model* model;
-  kvc::KvCache cache;
+  const Model& model() const { return model_; }
+  const KvCache& cache() const { return cache_; }
 
  private:
   void consult_policy(int64_t n_new);
   void check_room(int64_t n_new) const;
+  static int64_t host_tokenize(void* host_data, const char* text, int32_t* ids, size_t capacity);
 
-  std::unique_ptr<kvc::ComputeBackend> backend_;  // CpuForward, or the model's device
-  std::unique_ptr<kvc::PolicyInstance> policy_;  // null: the built-in full cache
+  const Model& model_;
+  KvCache cache_;
+  std::unique_ptr<ComputeBackend> backend_;  // CpuForward, or the model's device
+  std::unique_ptr<PolicyInstance> policy_;   // null: the built-in full cache
   uint32_t signals_ = 0;
   kvc_position_mode positions_;
   int64_t max_entries_;
@@ -43,5 +58,8 @@ struct kvc_session {
   int64_t n_evictions_ = 0;
   std::vector<int32_t> plan_ranks_;
   std::vector<int64_t> plan_counts_;
+  std::vector<int64_t> counts_;
   std::vector<float> logits_;
 };
+
+}  // namespace kvc

@@ -1,14 +1,10 @@
-// Finding and validating policy plugins (Boost.DLL), with a process-wide cache.
-#include <dlfcn.h>
-
+// Finding and validating policy plugins (through PluginLibrary), with a process-wide cache.
 #include <algorithm>
 #include <cctype>
-#include <boost/dll/shared_library.hpp>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -51,18 +47,6 @@ std::string join(const std::vector<std::string>& items, const char* sep) {
   std::string out;
   for (size_t i = 0; i < items.size(); ++i) out += (i ? sep : "") + items[i];
   return out;
-}
-
-// Folder of the binary that holds this code: libkvc.so, or an executable linking kvc_core.
-std::string own_binary_dir() {
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&policy_search_path), &info) == 0 ||
-      info.dli_fname == nullptr)
-    return "";
-  std::error_code ec;
-  fs::path p = fs::canonical(info.dli_fname, ec);
-  if (ec) p = fs::path(info.dli_fname);
-  return p.parent_path().string();
 }
 
 // (name, path) of every libkvc_policy_<name>.so in `dir`, sorted by name.
@@ -156,46 +140,25 @@ void validate_schema(std::vector<kvc_param_info>& params, const std::string& whe
     if (p.help == nullptr) p.help = "";
     if (p.choices == nullptr) p.choices = "";
     try {
-      ParsedParams::check_value(p, p.default_value, pat + ": default");
+      PolicyParams::check_text(p, p.default_value, pat + ": default");
     } catch (const Error& e) {
       fail(KVC_ERR_POLICY, std::string(e.what()) + " (the plugin's schema is invalid)");
     }
   }
 }
 
-// Reads the first bytes: a clear message for text files and other non-ELF files.
-void require_elf(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  require(in.good(), KVC_ERR_IO, "cannot open the policy plugin '" + path + "'");
-  char magic[4] = {};
-  in.read(magic, 4);
-  require(in.gcount() == 4 && std::memcmp(magic, "\x7f" "ELF", 4) == 0, KVC_ERR_POLICY,
-          "'" + path + "' is not a policy plugin: it is not a shared object (no ELF header)");
-}
-
 std::shared_ptr<LoadedPolicy> open_plugin(const std::string& path) {
-  require_elf(path);
-  auto lib = std::make_shared<boost::dll::shared_library>();
-  std::error_code ec;
-  lib->load(path, ec, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
-  if (ec || !lib->is_loaded()) {
-    // Boost.DLL drops dlerror()'s text; ask the loader again for the reason.
-    std::string why = ec ? ec.message() : "unknown error";
-    dlerror();
-    if (void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL)) {
-      dlclose(h);
-    } else if (const char* e = dlerror()) {
-      why = e;
-    }
-    fail(KVC_ERR_POLICY, "'" + path + "' is not a loadable shared object: " + why);
-  }
-  require(lib->has(KVC_POLICY_ENTRY_SYMBOL), KVC_ERR_POLICY,
-          "'" + path + "' is not a policy plugin: it does not export the symbol '" +
-              KVC_POLICY_ENTRY_SYMBOL + "'");
-  auto& entry = lib->get<const kvc_policy_descriptor*(uint32_t, uint32_t)>(
+  PluginLibrary lib = PluginLibrary::open(path, "policy plugin", KVC_ERR_POLICY);
+  const auto entry = lib.function<const kvc_policy_descriptor*(uint32_t, uint32_t)>(
       KVC_POLICY_ENTRY_SYMBOL);
-  const kvc_policy_descriptor* d = entry(KVC_POLICY_ABI_MAJOR, KVC_POLICY_ABI_MINOR);
   const std::string where = "policy plugin '" + path + "'";
+  const kvc_policy_descriptor* d = nullptr;
+  try {
+    d = entry(KVC_POLICY_ABI_MAJOR, KVC_POLICY_ABI_MINOR);
+  } catch (...) {
+    fail(KVC_ERR_POLICY, where + ": " + KVC_POLICY_ENTRY_SYMBOL + "() failed: an exception "
+                         "escaped the plugin (exceptions must not cross the C ABI)");
+  }
   require(d != nullptr, KVC_ERR_POLICY,
           where + ": " + KVC_POLICY_ENTRY_SYMBOL + "() returned NULL (the plugin declined host "
                   "ABI " + std::to_string(KVC_POLICY_ABI_MAJOR) + "." +
@@ -204,10 +167,7 @@ std::shared_ptr<LoadedPolicy> open_plugin(const std::string& path) {
   require(d->struct_size >= offsetof(kvc_policy_descriptor, abi_minor) + sizeof(uint32_t),
           KVC_ERR_POLICY,
           where + ": descriptor struct_size " + std::to_string(d->struct_size) + " is too small");
-  require(d->abi_major == KVC_POLICY_ABI_MAJOR, KVC_ERR_POLICY,
-          where + ": built for policy ABI major " + std::to_string(d->abi_major) +
-              ", this library speaks " + std::to_string(KVC_POLICY_ABI_MAJOR) +
-              " (rebuild the plugin against this kvc/policy.h)");
+  lib.require_version("policy ABI major", d->abi_major, KVC_POLICY_ABI_MAJOR);
   const size_t min_size = offsetof(kvc_policy_descriptor, get_extension);
   require(d->struct_size >= min_size && d->struct_size <= 65536, KVC_ERR_POLICY,
           where + ": descriptor struct_size " + std::to_string(d->struct_size) +
@@ -227,7 +187,7 @@ std::shared_ptr<LoadedPolicy> open_plugin(const std::string& path) {
   out->name = d->name;
   out->params = copy_schema(*d, named);
   validate_schema(out->params, named);
-  out->library = lib;
+  out->library = std::move(lib);
   return out;
 }
 
@@ -269,6 +229,10 @@ std::shared_ptr<const LoadedPolicy> load_file(const std::string& path,
 
 std::string LoadedPolicy::label() const { return "policy '" + name + "' (" + path + ")"; }
 
+std::unique_ptr<PolicyParams> LoadedPolicy::make_params() const {
+  return std::make_unique<PolicyParams>(params, label());
+}
+
 std::vector<std::string> policy_search_path(const std::string& extra) {
   std::vector<std::string> dirs = split_colon(extra);
   if (const char* env = std::getenv("KVC_POLICY_PATH")) {
@@ -277,7 +241,7 @@ std::vector<std::string> policy_search_path(const std::string& extra) {
 #ifdef KVC_INSTALL_POLICY_DIR
   dirs.push_back(KVC_INSTALL_POLICY_DIR);
 #endif
-  const std::string own = own_binary_dir();
+  const std::string own = folder_of_libkvc();
   if (!own.empty()) {
     dirs.push_back(own + "/kvc/policies");
     dirs.push_back(own);

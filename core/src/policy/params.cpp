@@ -1,8 +1,10 @@
-// Policy parameters: text (kvc_param) parsed against a plugin's schema (kvc_param_info).
+// Policy parameters: typed values checked against a plugin's schema (params.h).
 //
-// Syntax (kvc.h): integers "128", floats "0.5", booleans true/false/1/0, choices by name,
+// Text syntax (kvc.h): integers "128", floats "0.5", booleans true/false/1/0, choices by name,
 // lists comma-separated with optional brackets ("0,1" or "[0, 1]"); string-list items may be
 // double-quoted with \" \\ \n \t \r escapes (needed for items holding ',' or spaces).
+#include "policy/params.h"
+
 #include <cctype>
 #include <charconv>
 #include <cmath>
@@ -11,7 +13,6 @@
 #include <sstream>
 
 #include "common/error.h"
-#include "policy/policy.h"
 
 namespace kvc {
 
@@ -40,6 +41,8 @@ std::string range_text(const kvc_param_info& p) {
   s += "]";
   return s;
 }
+
+bool in_range(double v, const kvc_param_info& p) { return v >= p.min_value && v <= p.max_value; }
 
 bool parse_int(const std::string& s, int64_t* out) {
   const char* b = s.data();
@@ -122,6 +125,18 @@ std::string join(const std::vector<std::string>& v, const char* sep) {
   return s;
 }
 
+const char* type_name(kvc_param_type t) {
+  switch (t) {
+    case KVC_PARAM_INT: return "an integer";
+    case KVC_PARAM_FLOAT: return "a number";
+    case KVC_PARAM_BOOL: return "a boolean";
+    case KVC_PARAM_CHOICE: return "a choice";
+    case KVC_PARAM_INT_LIST: return "a list of integers";
+    case KVC_PARAM_STRING_LIST: return "a list of strings";
+  }
+  return "a value";
+}
+
 struct Parsed {
   int64_t i = 0;
   double f = 0;
@@ -136,15 +151,15 @@ Parsed parse(const kvc_param_info& p, const std::string& raw, const std::string&
   switch (p.type) {
     case KVC_PARAM_INT:
       require(parse_int(t, &r.i), KVC_ERR_INVALID_ARGUMENT, head + "expected an integer");
-      require(static_cast<double>(r.i) >= p.min_value && static_cast<double>(r.i) <= p.max_value,
-              KVC_ERR_INVALID_ARGUMENT, head + "out of range, allowed " + range_text(p));
+      require(in_range(static_cast<double>(r.i), p), KVC_ERR_INVALID_ARGUMENT,
+              head + "out of range, allowed " + range_text(p));
       break;
     case KVC_PARAM_FLOAT: {
       char* end = nullptr;
       r.f = t.empty() ? 0 : std::strtod(t.c_str(), &end);
       require(!t.empty() && end == t.c_str() + t.size() && std::isfinite(r.f),
               KVC_ERR_INVALID_ARGUMENT, head + "expected a finite number");
-      require(r.f >= p.min_value && r.f <= p.max_value, KVC_ERR_INVALID_ARGUMENT,
+      require(in_range(r.f, p), KVC_ERR_INVALID_ARGUMENT,
               head + "out of range, allowed " + range_text(p));
       break;
     }
@@ -169,8 +184,7 @@ Parsed parse(const kvc_param_info& p, const std::string& raw, const std::string&
         require(parse_int(item, &v), KVC_ERR_INVALID_ARGUMENT,
                 head + "item '" + item + "' is not an integer (expected comma-separated integers, "
                        "e.g. \"0,1,2\")");
-        require(static_cast<double>(v) >= p.min_value && static_cast<double>(v) <= p.max_value,
-                KVC_ERR_INVALID_ARGUMENT,
+        require(in_range(static_cast<double>(v), p), KVC_ERR_INVALID_ARGUMENT,
                 head + "item " + item + " is out of range, allowed " + range_text(p));
         r.ints.push_back(v);
       }
@@ -188,85 +202,184 @@ Parsed parse(const kvc_param_info& p, const std::string& raw, const std::string&
   return r;
 }
 
-// The schema of a descriptor, read with the stride of params[0] (see loader.cpp).
-std::vector<kvc_param_info> schema_of(const kvc_policy_descriptor& d) {
-  std::vector<kvc_param_info> out;
-  if (d.n_params == 0 || d.params == nullptr) return out;
-  const size_t stride = d.params[0].struct_size;
-  const auto* base = reinterpret_cast<const unsigned char*>(d.params);
-  for (size_t i = 0; i < d.n_params; ++i) {
-    kvc_param_info p;
-    std::memcpy(&p, base + i * stride, sizeof p);
-    out.push_back(p);
-  }
-  return out;
-}
-
 }  // namespace
 
-void ParsedParams::check_value(const kvc_param_info& info, const std::string& text,
-                               const std::string& where) {
+void PolicyParams::check_text(const kvc_param_info& info, const std::string& text,
+                              const std::string& where) {
   parse(info, text, where);
 }
 
-ParsedParams::ParsedParams(const LoadedPolicy& policy, const kvc_param* params, size_t n_params) {
-  init(policy.params.data(), policy.params.size(), params, n_params, policy.label());
-}
-
-ParsedParams::ParsedParams(const kvc_policy_descriptor& desc, const kvc_param* params,
-                           size_t n_params) {
-  const auto schema = schema_of(desc);
-  init(schema.data(), schema.size(), params, n_params,
-       std::string("policy '") + (desc.name ? desc.name : "?") + "'");
-}
-
-ParsedParams::ParsedParams(const kvc_param_info* schema, size_t n_schema, const kvc_param* params,
-                           size_t n_params, const std::string& label) {
-  init(schema, n_schema, params, n_params, label);
-}
-
-void ParsedParams::init(const kvc_param_info* schema, size_t n_schema, const kvc_param* params,
-                        size_t n_params, const std::string& label) {
-  require(n_params == 0 || params != nullptr, KVC_ERR_INVALID_ARGUMENT,
-          label + ": " + std::to_string(n_params) + " parameters given but the array is NULL");
-  slots_.resize(n_schema);
-  std::vector<bool> given(n_schema, false);
-  for (size_t i = 0; i < n_schema; ++i) slots_[i].text = schema[i].default_value;
-  for (size_t j = 0; j < n_params; ++j) {
-    const kvc_param& kp = params[j];
-    require(kp.name != nullptr && kp.value != nullptr, KVC_ERR_INVALID_ARGUMENT,
-            label + ": parameter " + std::to_string(j) + " has a NULL name or value");
-    size_t k = 0;
-    while (k < n_schema && std::strcmp(schema[k].name, kp.name) != 0) ++k;
-    if (k == n_schema) {
-      std::vector<std::string> names;
-      for (size_t i = 0; i < n_schema; ++i) names.push_back(schema[i].name);
-      fail(KVC_ERR_INVALID_ARGUMENT,
-           label + ": unknown parameter '" + kp.name + "'; valid parameters: " +
-               (names.empty() ? std::string("(none: this policy takes no parameters)")
-                              : join(names, ", ")));
-    }
-    require(!given[k], KVC_ERR_INVALID_ARGUMENT,
-            label + ": parameter '" + kp.name + "' is given twice");
-    given[k] = true;
-    slots_[k].text = kp.value;
-  }
-  values_.resize(n_schema);
-  for (size_t i = 0; i < n_schema; ++i) {
-    Parsed r = parse(schema[i], slots_[i].text, label + ": parameter '" + schema[i].name + "'");
+PolicyParams::PolicyParams(std::vector<kvc_param_info> schema, std::string label)
+    : schema_(std::move(schema)), label_(std::move(label)) {
+  slots_.resize(schema_.size());
+  values_.resize(schema_.size());
+  for (size_t i = 0; i < schema_.size(); ++i) {
+    Parsed r = parse(schema_[i], schema_[i].default_value, where(i) + " (default)");
     Slot& s = slots_[i];
+    s.i = r.i;
+    s.f = r.f;
     s.ints = std::move(r.ints);
     s.strings = std::move(r.strings);
-    for (const auto& str : s.strings) s.cstrs.push_back(str.c_str());
-    kvc_policy_value& v = values_[i];
-    v = kvc_policy_value{};
-    v.i = r.i;
-    v.f = r.f;
-    v.ints = s.ints.empty() ? nullptr : s.ints.data();
-    v.n_ints = s.ints.size();
-    v.strings = s.cstrs.empty() ? nullptr : s.cstrs.data();
-    v.n_strings = s.cstrs.size();
+    publish(i);
   }
+}
+
+std::string PolicyParams::where(size_t i) const {
+  return label_ + ": parameter '" + schema_[i].name + "'";
+}
+
+size_t PolicyParams::index_of(const char* name) const {
+  require(name != nullptr, KVC_ERR_INVALID_ARGUMENT, label_ + ": a parameter name is NULL");
+  for (size_t k = 0; k < schema_.size(); ++k)
+    if (std::strcmp(schema_[k].name, name) == 0) return k;
+  std::vector<std::string> names;
+  for (const auto& p : schema_) names.push_back(p.name);
+  fail(KVC_ERR_INVALID_ARGUMENT,
+       label_ + ": unknown parameter '" + name + "'; valid parameters: " +
+           (names.empty() ? std::string("(none: this policy takes no parameters)")
+                          : join(names, ", ")));
+}
+
+PolicyParams::Slot& PolicyParams::slot_to_set(const char* name, size_t* index) {
+  const size_t k = index_of(name);
+  require(!slots_[k].given, KVC_ERR_INVALID_ARGUMENT,
+          label_ + ": parameter '" + name + "' is given twice");
+  *index = k;
+  return slots_[k];
+}
+
+void PolicyParams::publish(size_t i) {
+  Slot& s = slots_[i];
+  s.cstrs.clear();
+  for (const auto& str : s.strings) s.cstrs.push_back(str.c_str());
+  kvc_policy_value& v = values_[i];
+  v = kvc_policy_value{};
+  v.i = s.i;
+  v.f = s.f;
+  v.ints = s.ints.empty() ? nullptr : s.ints.data();
+  v.n_ints = s.ints.size();
+  v.strings = s.cstrs.empty() ? nullptr : s.cstrs.data();
+  v.n_strings = s.cstrs.size();
+}
+
+void PolicyParams::set_text(const char* name, const char* text) {
+  size_t k = 0;
+  Slot& s = slot_to_set(name, &k);
+  require(text != nullptr, KVC_ERR_INVALID_ARGUMENT, where(k) + ": the value is NULL");
+  Parsed r = parse(schema_[k], text, where(k));
+  s.i = r.i;
+  s.f = r.f;
+  s.ints = std::move(r.ints);
+  s.strings = std::move(r.strings);
+  s.given = true;
+  publish(k);
+}
+
+void PolicyParams::set_int(const char* name, int64_t value) {
+  size_t k = 0;
+  Slot& s = slot_to_set(name, &k);
+  const kvc_param_info& p = schema_[k];
+  const std::string head = where(k) + " = " + std::to_string(value) + ": ";
+  switch (p.type) {
+    case KVC_PARAM_INT:
+    case KVC_PARAM_FLOAT:
+    case KVC_PARAM_INT_LIST:
+      require(in_range(static_cast<double>(value), p), KVC_ERR_INVALID_ARGUMENT,
+              head + "out of range, allowed " + range_text(p));
+      break;
+    default:
+      fail(KVC_ERR_INVALID_ARGUMENT, head + "expected " + type_name(p.type) + ", got an integer");
+  }
+  if (p.type == KVC_PARAM_INT) s.i = value;
+  if (p.type == KVC_PARAM_FLOAT) s.f = static_cast<double>(value);
+  if (p.type == KVC_PARAM_INT_LIST) s.ints.assign(1, value);
+  s.given = true;
+  publish(k);
+}
+
+void PolicyParams::set_float(const char* name, double value) {
+  size_t k = 0;
+  Slot& s = slot_to_set(name, &k);
+  const kvc_param_info& p = schema_[k];
+  const std::string head = where(k) + " = " + number(value) + ": ";
+  require(p.type == KVC_PARAM_FLOAT, KVC_ERR_INVALID_ARGUMENT,
+          head + "expected " + type_name(p.type) + ", got a float");
+  require(std::isfinite(value), KVC_ERR_INVALID_ARGUMENT, head + "expected a finite number");
+  require(in_range(value, p), KVC_ERR_INVALID_ARGUMENT,
+          head + "out of range, allowed " + range_text(p));
+  s.f = value;
+  s.given = true;
+  publish(k);
+}
+
+void PolicyParams::set_bool(const char* name, bool value) {
+  size_t k = 0;
+  Slot& s = slot_to_set(name, &k);
+  require(schema_[k].type == KVC_PARAM_BOOL, KVC_ERR_INVALID_ARGUMENT,
+          where(k) + " = " + (value ? "true" : "false") + ": expected " +
+              type_name(schema_[k].type) + ", got a boolean");
+  s.i = value ? 1 : 0;
+  s.given = true;
+  publish(k);
+}
+
+void PolicyParams::set_ints(const char* name, const int64_t* values, size_t n) {
+  size_t k = 0;
+  Slot& s = slot_to_set(name, &k);
+  const kvc_param_info& p = schema_[k];
+  require(p.type == KVC_PARAM_INT_LIST, KVC_ERR_INVALID_ARGUMENT,
+          where(k) + ": expected " + type_name(p.type) + ", got a list of integers");
+  require(n == 0 || values != nullptr, KVC_ERR_INVALID_ARGUMENT,
+          where(k) + ": " + std::to_string(n) + " items but the array is NULL");
+  for (size_t j = 0; j < n; ++j)
+    require(in_range(static_cast<double>(values[j]), p), KVC_ERR_INVALID_ARGUMENT,
+            where(k) + ": item " + std::to_string(values[j]) + " is out of range, allowed " +
+                range_text(p));
+  s.ints.assign(values, values + n);
+  s.given = true;
+  publish(k);
+}
+
+void PolicyParams::set_strings(const char* name, const char* const* values, size_t n) {
+  size_t k = 0;
+  Slot& s = slot_to_set(name, &k);
+  require(schema_[k].type == KVC_PARAM_STRING_LIST, KVC_ERR_INVALID_ARGUMENT,
+          where(k) + ": expected " + type_name(schema_[k].type) + ", got a list of strings");
+  require(n == 0 || values != nullptr, KVC_ERR_INVALID_ARGUMENT,
+          where(k) + ": " + std::to_string(n) + " items but the array is NULL");
+  std::vector<std::string> items;
+  for (size_t j = 0; j < n; ++j) {
+    require(values[j] != nullptr, KVC_ERR_INVALID_ARGUMENT,
+            where(k) + ": item " + std::to_string(j) + " is NULL");
+    items.emplace_back(values[j]);
+  }
+  s.strings = std::move(items);
+  s.given = true;
+  publish(k);
+}
+
+void PolicyParams::set_all(const kvc_param* params, size_t n) {
+  require(n == 0 || params != nullptr, KVC_ERR_INVALID_ARGUMENT,
+          label_ + ": " + std::to_string(n) + " parameters given but the array is NULL");
+  for (size_t j = 0; j < n; ++j) {
+    require(params[j].name != nullptr && params[j].value != nullptr, KVC_ERR_INVALID_ARGUMENT,
+            label_ + ": parameter " + std::to_string(j) + " has a NULL name or value");
+    set_text(params[j].name, params[j].value);
+  }
+}
+
+kvc_param_value PolicyParams::value(size_t i) const {
+  const kvc_policy_value& v = values_[i];
+  kvc_param_value out{};
+  out.struct_size = sizeof out;
+  out.type = schema_[i].type;
+  out.i = v.i;
+  out.f = v.f;
+  out.ints = v.ints;
+  out.n_ints = v.n_ints;
+  out.strings = v.strings;
+  out.n_strings = v.n_strings;
+  return out;
 }
 
 }  // namespace kvc

@@ -1,20 +1,25 @@
 // The policy host: finds, validates and runs eviction-policy plugins (kvc/policy.h).
 //
+//   parameters (PolicyParams, typed)  ->  create (the plugin)  ->  setup: a rule or a callback
+//        ->  each step: count, trigger?  ->  RuleEngine::decide or the plugin's decide
+//        ->  validate_plan  ->  the session applies the plan to its cache
+//
 // Loading: a plugin is named ("h2o" -> libkvc_policy_h2o.so along the search path) or given by
-// path. Every plugin is validated once (ABI major, entry symbol, descriptor, schema) and kept
-// loaded for the life of the process, so descriptors and strings never dangle.
-// Running: a PolicyInstance wraps one plugin instance of one session: it parses the text
-// parameters against the schema, calls create, checks the setup, and turns every decision
-// (a rule run by the engine, or the plugin's decide callback) into a validated plan.
+// path. Every plugin is validated once (ELF, entry symbol, ABI major, descriptor, schema) and
+// kept loaded for the life of the process, so descriptors and strings never dangle.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "common/plugin_library.h"
 #include "kvc/kvc.h"
 #include "kvc/policy.h"
+#include "policy/params.h"
+#include "policy/rule_engine.h"
 
 namespace kvc {
 
@@ -25,9 +30,11 @@ struct LoadedPolicy {
   const kvc_policy_descriptor* desc = nullptr;
   std::string name;                        // desc->name
   std::vector<kvc_param_info> params;      // the schema, copied with NULL help/choices as ""
-  std::shared_ptr<void> library;           // the boost::dll::shared_library, type-erased
+  PluginLibrary library;
   // "policy 'h2o' (/path/libkvc_policy_h2o.so)": the prefix of every message about it.
   std::string label() const;
+  // A fresh parameter set at the schema's defaults.
+  std::unique_ptr<PolicyParams> make_params() const;
 };
 
 // Folders searched for libkvc_policy_<name>.so, in order, duplicates removed: `extra`
@@ -48,52 +55,19 @@ std::shared_ptr<const LoadedPolicy> load_policy(const std::string& name_or_path,
 std::vector<std::shared_ptr<const LoadedPolicy>> discover_policies(const std::string& extra_path,
                                                                    std::string* errors);
 
-// Text parameters parsed against a schema, defaults filled in. Owns the storage the
-// kvc_policy_value pointers refer to (not copyable: the values point into it).
-// Throws KVC_ERR_INVALID_ARGUMENT for an unknown name (listing the valid ones), a duplicate,
-// a value of the wrong type, out of range (naming the range), or not among the choices.
-class ParsedParams {
- public:
-  ParsedParams(const LoadedPolicy& policy, const kvc_param* params, size_t n_params);
-  // Same, straight from a descriptor (its schema is read with the stride of params[0]).
-  ParsedParams(const kvc_policy_descriptor& desc, const kvc_param* params, size_t n_params);
-  ParsedParams(const kvc_param_info* schema, size_t n_schema, const kvc_param* params,
-               size_t n_params, const std::string& label);
-  ParsedParams(const ParsedParams&) = delete;
-  ParsedParams& operator=(const ParsedParams&) = delete;
-
-  const kvc_policy_value* values() const { return values_.data(); }
-  size_t size() const { return values_.size(); }
-  // The text each value was parsed from (the default or the caller's).
-  const std::string& text(size_t i) const { return slots_[i].text; }
-
-  // Parses one value; `where` prefixes error messages. Used for schema defaults too.
-  static void check_value(const kvc_param_info& info, const std::string& text,
-                          const std::string& where);
-
- private:
-  struct Slot {
-    std::string text;
-    std::vector<int64_t> ints;
-    std::vector<std::string> strings;
-    std::vector<const char*> cstrs;
-  };
-  void init(const kvc_param_info* schema, size_t n_schema, const kvc_param* params,
-            size_t n_params, const std::string& label);
-  std::vector<Slot> slots_;
-  std::vector<kvc_policy_value> values_;
-};
-
 // One plugin instance of one session. Not copyable or movable (the plugin's host points at it).
 class PolicyInstance {
  public:
-  // Parses `params`, calls create and validates the setup (trigger and scope known, sizes and
-  // capacity sane, the rule's heavy signal requested, score layers within the model, capacity
-  // at least the rule's largest keep count, decide present when needed). `host` provides the
+  // Calls create with `params` and validates the setup (trigger and scope known, sizes and
+  // capacity sane, the rule's signals requested, score layers within the model, capacity at
+  // least the rule's largest keep count, decide present when needed). `host` provides the
   // model's dimensions (0 = no model, e.g. when only checking a configuration) and tokenize;
   // its set_error is not used: errors raised by the plugin become the kvc::Error thrown here.
-  // Throws KVC_ERR_INVALID_ARGUMENT (bad parameters, or create refused them) or
-  // KVC_ERR_POLICY (the plugin returned an unusable setup).
+  // Throws KVC_ERR_INVALID_ARGUMENT (create refused its parameters) or KVC_ERR_POLICY (the
+  // plugin failed or returned an unusable setup); both name the plugin file and "create".
+  PolicyInstance(std::shared_ptr<const LoadedPolicy> policy, const kvc_policy_host& host,
+                 const PolicyParams& params);
+  // The same from text parameters (the kvc_param interface).
   PolicyInstance(std::shared_ptr<const LoadedPolicy> policy, const kvc_policy_host& host,
                  const kvc_param* params, size_t n_params);
   ~PolicyInstance();
@@ -102,37 +76,37 @@ class PolicyInstance {
 
   const kvc_policy_setup& setup() const { return setup_; }
   const LoadedPolicy& policy() const { return *policy_; }
-  const ParsedParams& params() const { return *params_; }
+  // The engine's executor of the setup's rule; null for a callback policy.
+  RuleEngine* rule() { return rule_ ? &*rule_ : nullptr; }
 
-  // Forgets per-text state (calls the plugin's reset when it has one).
+  // Forgets per-text state (the rule's, and the plugin's through its reset).
   void reset();
-
-  // Fills `plan` (engine buffers; kind preset to KVC_PLAN_NOTHING, stride >= the largest
-  // n_entries) by running the rule or calling decide, then validates it. Throws KVC_ERR_POLICY
-  // naming the plugin and the defect; the cache must then be left as it is.
+  // Step 2 of the step order: counts the step (every step, also when nothing is evicted).
+  void count_step();
+  // Whether step 3 runs now, given the entries of every (layer, head) (row-major counts).
+  bool triggered(const int64_t* counts, int32_t n_layers, int32_t n_heads) const;
+  // Step 3: fills `plan` (engine buffers; stride >= the largest n_entries) by running the rule
+  // or calling decide, then validates it. Throws KVC_ERR_POLICY naming the plugin, the
+  // callback and the defect; the plan is then NOTHING and must not be applied.
   void decide(const kvc_cache_view& view, kvc_plan& plan);
 
  private:
+  void create(const PolicyParams& params);
   static int64_t tokenize_trampoline(void* self, const char* text, int32_t* ids, size_t cap);
   static void set_error_trampoline(void* self, const char* message);
-  std::string take_error(const char* fallback);
+  // Calls one plugin callback: a nonzero return or an escaped C++ exception becomes a
+  // kvc::Error(status) "<label>: <callback> failed: <message>".
+  template <class F>
+  void call(const char* callback, kvc_status status, F&& f);
 
   std::shared_ptr<const LoadedPolicy> policy_;
   kvc_policy_host outer_{};  // the engine's services
   kvc_policy_host host_{};   // what the plugin sees: outer_ with our own set_error
-  std::unique_ptr<ParsedParams> params_;
   kvc_policy_setup setup_{};
+  std::optional<RuleEngine> rule_;
   void* instance_ = nullptr;
   std::string error_;
 };
-
-// Runs a rule (kvc/policy.h) over a view. Heads with at most `skip_at_or_below` entries are
-// left whole (pass the setup's trigger_size for OVER_CAPACITY; -1 runs the rule everywhere).
-// Writes a KEEP plan (shared for KVC_SCOPE_SHARED, whose heads must hold the same entries), or
-// leaves NOTHING when no entry is evicted. Signals are summed in double; top-k ties go to the
-// older entry.
-void execute_rule(const kvc_rule& rule, const kvc_cache_view& view, kvc_plan& plan,
-                  int64_t skip_at_or_below = -1);
 
 // Throws KVC_ERR_POLICY naming `policy_label` and the defect unless: the kind is known; every
 // list has strictly increasing ranks in [0, n_entries) and fits the stride; a shared plan's

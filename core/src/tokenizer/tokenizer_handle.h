@@ -1,5 +1,5 @@
-// The C ABI's opaque kvc_tokenizer: owns one kvc::Tokenizer. A model owns one the same way
-// and hands out a const pointer to it (kvc_model_tokenizer).
+// The C ABI's opaque kvc_tokenizer: shares one kvc::Tokenizer. A model shares its tokenizer
+// the same way and hands out a const pointer to its handle (kvc_model_tokenizer).
 #pragma once
 
 #include <memory>
@@ -7,5 +7,5 @@
 #include "tokenizer/tokenizer.h"
 
 struct kvc_tokenizer {
-  std::unique_ptr<kvc::Tokenizer> impl;
+  std::shared_ptr<const kvc::Tokenizer> impl;
 };

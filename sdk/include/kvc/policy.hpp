@@ -35,6 +35,7 @@
 #pragma once
 
 #include <kvc/policy.h>
+#include <kvc/selection.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -506,25 +507,161 @@ class Selection {
     for (std::size_t r = 0; r < kept_.size(); ++r)
       if (!kept_[r]) candidates_.push_back(static_cast<std::int32_t>(r));
     if (k <= 0) return;
-    if (k < static_cast<std::int64_t>(candidates_.size())) {
-      auto better = [&](std::int32_t a, std::int32_t b) {
-        const float sa = score[static_cast<std::size_t>(a)], sb = score[static_cast<std::size_t>(b)];
-        const bool na = std::isnan(sa), nb = std::isnan(sb);
-        if (na != nb) return nb;
-        if (!na && sa != sb) return largest ? sa > sb : sa < sb;
-        return a < b;
-      };
-      std::nth_element(candidates_.begin(), candidates_.begin() + (k - 1), candidates_.end(),
-                       better);
-      candidates_.resize(static_cast<std::size_t>(k));
-    }
-    for (std::int32_t r : candidates_) keep(r);
+    const auto end = selection::keep_best(
+        candidates_.begin(), candidates_.end(), static_cast<std::size_t>(k),
+        [&](std::int32_t r) { return score[static_cast<std::size_t>(r)]; },
+        largest ? selection::Order::Largest : selection::Order::Smallest);
+    for (auto it = candidates_.begin(); it != end; ++it) keep(*it);
   }
 
   std::vector<unsigned char> kept_;
   std::vector<std::int32_t> candidates_, ranks_;
   std::int64_t n_kept_ = 0;
 };
+
+// ---- Rules ------------------------------------------------------------------------------------
+
+// Fills setup.rule for a policy that lets the engine select (kvc/policy.h, kvc_rule), and owns
+// the arrays the rule points to. Keep it as a member of the policy class, so that the arrays
+// live until destroy, and call finish() at the end of the constructor:
+//
+//   H2O(const Host &, const Params &p, kvc_policy_setup &setup) {
+//     rule_.sinks(p.get_int("start_size")).recent(p.get_int("recent_size"))
+//          .heavy(p.get_int("heavy_size"), KVC_SIGNAL_ACC_ATTENTION).finish(setup);
+//   }
+//
+// finish() sets use_rule, the signals the rule reads, the trigger (OVER_CAPACITY at the keep
+// count, or at burst_at()) and the capacity, and checks that the rule keeps something.
+class Rule {
+ public:
+  Rule() { rule_.struct_size = sizeof rule_; }
+  Rule(const Rule &) = delete;  // the rule points into its own vectors
+  Rule &operator=(const Rule &) = delete;
+
+  Rule &sinks(std::int64_t n) { return set(rule_.sink_size, n, "sinks"); }
+  Rule &recent(std::int64_t n) { return set(rule_.recent_size, n, "recent"); }
+  // The most recent `n` entries of the middle whose token is one of `ids`.
+  Rule &separators(std::int64_t n, std::vector<std::int32_t> ids) {
+    separator_ids_ = std::move(ids);
+    return set(rule_.separator_size, n, "separators");
+  }
+  // The best `n` of the remaining middle by `signal` (KVC_SIGNAL_*), at the `order` end.
+  Rule &heavy(std::int64_t n, std::uint32_t signal, kvc_order order = KVC_ORDER_LARGEST) {
+    rule_.heavy_signal = signal;
+    rule_.heavy_order = order;
+    return set(rule_.heavy_size, n, "heavy");
+  }
+  // One heavy budget per layer instead of heavy's (PyramidKV).
+  Rule &layer_heavy(std::vector<std::int64_t> sizes) {
+    layer_heavy_ = std::move(sizes);
+    return *this;
+  }
+  // Equal heavy scores ranked by a second signal (largest first) before age.
+  Rule &tie(std::uint32_t signal) {
+    rule_.tie_signal = signal;
+    return *this;
+  }
+  // Queries covered by KVC_SIGNAL_WINDOW_ATTENTION and KVC_SIGNAL_PIVOTAL_COUNT.
+  Rule &window(std::int64_t queries) { return set(rule_.signal_window, queries, "window"); }
+  Rule &pool(kvc_pooling pooling, std::int64_t kernel) {
+    rule_.pooling = pooling;
+    return set(rule_.pool_kernel, kernel, "pool kernel");
+  }
+  // KVC_SCOPE_SHARED sums the signal over `score_layers` (at least one) and their heads.
+  Rule &scope(kvc_scope scope, std::vector<std::int32_t> score_layers = {}) {
+    require(scope != KVC_SCOPE_SHARED || !score_layers.empty(),
+            "score_layers must list at least one layer");
+    for (std::size_t i = 0; i < score_layers.size(); ++i)
+      require(std::find(score_layers.begin(), score_layers.begin() + static_cast<std::ptrdiff_t>(i),
+                        score_layers[i]) == score_layers.begin() + static_cast<std::ptrdiff_t>(i),
+              "score_layers: layer ", score_layers[i], " is listed twice");
+    rule_.scope = scope;
+    score_layers_ = scope == KVC_SCOPE_SHARED ? std::move(score_layers)
+                                              : std::vector<std::int32_t>{};
+    return *this;
+  }
+  // The lazy refresh of lazy H2O: a full selection every `update_interval` steps (0: always).
+  Rule &lazy(std::int64_t update_interval) {
+    return set(rule_.update_interval, update_interval, "update_interval");
+  }
+  // Ada-KV: a layer's heads share its heavy budget; each keeps at least `floor` of its own.
+  Rule &adaptive(double floor) {
+    require(floor >= 0.0 && floor <= 1.0, "the adaptive floor ", floor, " is outside [0, 1]");
+    rule_.allocation = KVC_ALLOCATION_ADAPTIVE;
+    rule_.allocation_floor = floor;
+    return *this;
+  }
+  // Lets a group grow to `trigger_size` entries before it is cut back (SepLLM's bursts);
+  // by default the rule selects as soon as a group exceeds its keep count.
+  Rule &burst_at(std::int64_t trigger_size) { return set(burst_, trigger_size, "burst_at"); }
+
+  // The keep count of the layer with the largest heavy budget.
+  std::int64_t keep_count() const {
+    std::int64_t heavy = rule_.heavy_size;
+    for (std::int64_t h : layer_heavy_) heavy = std::max(heavy, h);
+    return rule_.sink_size + rule_.recent_size + rule_.separator_size + heavy;
+  }
+
+  void finish(kvc_policy_setup &setup) {
+    require(keep_count() >= 1, "the rule keeps nothing: its sizes add up to 0 (at least 1 "
+                               "entry must be kept)");
+    rule_.separator_ids = separator_ids_.empty() ? nullptr : separator_ids_.data();
+    rule_.n_separator_ids = separator_ids_.size();
+    rule_.score_layers = score_layers_.empty() ? nullptr : score_layers_.data();
+    rule_.n_score_layers = score_layers_.size();
+    rule_.layer_heavy_sizes = layer_heavy_.empty() ? nullptr : layer_heavy_.data();
+    rule_.n_layer_heavy_sizes = layer_heavy_.size();
+    // Copy only as much of the rule as the host's setup holds (an older host has less).
+    const std::size_t room = setup.struct_size > offsetof(kvc_policy_setup, rule)
+                                 ? setup.struct_size - offsetof(kvc_policy_setup, rule)
+                                 : 0;
+    std::memcpy(&setup.rule, &rule_, std::min(room, sizeof rule_));
+    setup.use_rule = 1;
+    const bool heavy = rule_.heavy_size > 0 || !layer_heavy_.empty();
+    setup.signals |= (heavy ? rule_.heavy_signal : 0u) | rule_.tie_signal;
+    setup.trigger = KVC_TRIGGER_OVER_CAPACITY;
+    setup.trigger_size = burst_ > 0 ? std::max(burst_, keep_count()) : keep_count();
+    // With adaptive allocation one head may hold more than the keep count: the engine bounds
+    // it (kvc/policy.h), so no per-head capacity is declared.
+    setup.capacity = rule_.allocation == KVC_ALLOCATION_ADAPTIVE ? -1 : setup.trigger_size;
+  }
+
+ private:
+  Rule &set(std::int64_t &field, std::int64_t n, const char *what) {
+    require(n >= 0, "rule ", what, ": ", n, " is negative");
+    field = n;
+    return *this;
+  }
+
+  kvc_rule rule_{};
+  std::vector<std::int32_t> separator_ids_, score_layers_;
+  std::vector<std::int64_t> layer_heavy_;
+  std::int64_t burst_ = 0;
+};
+
+// Token ids of strings under the model's tokenizer, each kept when it encodes to exactly one
+// token; with `leading_space`, " " + string is tried too (SepLLM's expansion of user strings).
+// Sorted, without duplicates. Throws when the model has no tokenizer.
+inline std::vector<std::int32_t> single_token_ids(const Host &host,
+                                                  const std::vector<std::string_view> &strings,
+                                                  bool leading_space) {
+  std::vector<std::int32_t> out;
+  for (std::string_view s : strings) {
+    std::vector<std::string> variants = {std::string(s)};
+    if (leading_space) {
+      std::string spaced(1, ' ');  // built piecewise: GCC 12 warns (-Wrestrict) on " " + string
+      spaced += s;
+      variants.push_back(std::move(spaced));
+    }
+    for (const std::string &v : variants) {
+      const std::vector<std::int32_t> ids = host.tokenize(v);
+      if (ids.size() == 1) out.push_back(ids[0]);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
 
 // ---- The descriptor ---------------------------------------------------------------------------
 

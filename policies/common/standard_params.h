@@ -1,0 +1,83 @@
+// The parameters the bundled policies share, with the seed project's defaults: one definition
+// each, so that names, ranges and help read the same in every policy's schema, and the reading
+// of the scope and separator parameters in one place.
+#pragma once
+
+#include <kvc/policy.hpp>
+
+#include <string_view>
+#include <vector>
+
+#define KVC_POLICY_DEFAULT_SEPARATORS \
+  "15,13,32,2,28,27,964,1157,3736,2195,3706,1163,209,186,187,2490,586,4928,50276,50275"
+
+namespace kvc::bundled {
+
+inline constexpr double kMaxSize = 1e9;          // sizes are entry counts
+inline constexpr double kMaxId = 2147483647.0;   // token ids
+
+constexpr kvc_param_info size_param(const char* name, const char* default_value,
+                                    double min_value, const char* help) {
+  return sdk::int_param(name, default_value, min_value, kMaxSize, help);
+}
+
+inline constexpr kvc_param_info kStartSize =
+    size_param("start_size", "4", 0, "Initial entries always kept (attention sinks)");
+inline constexpr kvc_param_info kRecentSize =
+    size_param("recent_size", "252", 0, "Most recent entries kept");
+inline constexpr kvc_param_info kLocalSize =
+    size_param("local_size", "256", 0, "Most recent entries kept");
+inline constexpr kvc_param_info kHeavySize = size_param(
+    "heavy_size", "128", 0, "Middle entries kept by accumulated attention (heavy hitters)");
+inline constexpr kvc_param_info kSeparatorSize =
+    size_param("separator_size", "64", 0, "Most recent separator entries of the middle kept");
+inline constexpr kvc_param_info kScope = sdk::choice_param(
+    "scope", "per_head", "per_head|shared",
+    "per_head: each (layer, head) ranks its own scores; shared: one set for all, scored by "
+    "score_layers summed over heads (the seed project: shared, layer 0)");
+inline constexpr kvc_param_info kScoreLayers = sdk::int_list_param(
+    "score_layers", "0", 0, 65535, "Layers whose attention scores the shared scope sums over heads");
+inline constexpr kvc_param_info kSeparators = sdk::int_list_param(
+    "separators", KVC_POLICY_DEFAULT_SEPARATORS, 0, kMaxId,
+    "Separator token ids (default: the SepLLM list for GPT-NeoX)");
+inline constexpr kvc_param_info kSeparatorStrings = sdk::string_list_param(
+    "separator_strings", "",
+    "More separators as text, mapped through the model's tokenizer (alone and with a leading "
+    "space)");
+
+// The scope parameters: `scope` and, for the shared scope, `score_layers`.
+inline kvc_scope scope(const sdk::Params& p) {
+  return p.get_choice("scope") == "shared" ? KVC_SCOPE_SHARED : KVC_SCOPE_PER_HEAD;
+}
+inline std::vector<std::int32_t> score_layers(const sdk::Host& host, const sdk::Params& p) {
+  std::vector<std::int32_t> layers = p.get<std::vector<std::int32_t>>("score_layers");
+  sdk::require(!layers.empty(), "score_layers must list at least one layer");
+  for (size_t i = 0; i < layers.size(); ++i)
+    sdk::require(std::find(layers.begin(), layers.begin() + i, layers[i]) == layers.begin() + i,
+                 "score_layers: layer ", layers[i], " is listed twice");
+  for (std::int32_t l : layers)
+    sdk::require(host.n_layers() == 0 || l < host.n_layers(), "score_layers: layer ", l,
+                 " does not exist (the model has ", host.n_layers(), " layers, 0..",
+                 host.n_layers() - 1, ")");
+  return layers;
+}
+
+// Separator ids: `separators` plus `separator_strings` mapped through the model's tokenizer
+// (alone and with a leading space). Strings need a tokenizer; when only checking parameters
+// without a model there is none, and they are resolved when the session starts.
+inline std::vector<std::int32_t> separators(const sdk::Host& host, const sdk::Params& p) {
+  std::vector<std::int32_t> ids = p.get<std::vector<std::int32_t>>("separators");
+  const std::vector<std::string_view> strings = p.get_strings("separator_strings");
+  if (!strings.empty()) {
+    sdk::require(host.has_tokenizer() || host.n_layers() == 0,
+                 "separator_strings needs the model's tokenizer, and this model has none (give "
+                 "token ids in 'separators' instead)");
+    if (host.has_tokenizer())
+      for (std::int32_t id : sdk::single_token_ids(host, strings, true)) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+}  // namespace kvc::bundled
