@@ -21,6 +21,7 @@
 #include "files.h"
 #include "options.h"
 #include "plot.h"
+#include "program.h"
 #include "report.h"
 #include "runtime.h"
 #include "schema.h"
@@ -123,7 +124,7 @@ int run_bench(Options& options) {
   PolicyCatalog catalog(options.get_opt_string("policy", "search_path").value_or(""));
   std::vector<Plan> plans;
   if (mode == "all") {
-    for (const auto& name : catalog.ordered_names()) {
+    for (const auto& name : catalog.all_modes()) {
       plans.push_back({make_run(options, catalog, name, false, &warnings), {}, {}, false});
     }
   } else {
@@ -289,19 +290,9 @@ int run_bench(Options& options) {
 }  // namespace kvc::hosts
 
 int main(int argc, char** argv) {
-  using namespace kvc::hosts;
-  return guarded_main(kProgram, [&]() {
-    Options options = make_options(Program::Bench);
-    if (list_policies_if_asked(options, argc, argv)) return 0;
-    if (!options.parse(argc, argv)) {
-      std::fputs(options.help_text("[--mode MODE] [--seq_lengths N [N ...]] [options]\n\n"
-                                   "Decode latency against sequence length under a KV-cache "
-                                   "policy (docs/hosts.md). --list_policies lists the installed "
-                                   "policies.")
-                     .c_str(),
-                 stdout);
-      return 0;
-    }
-    return run_bench(options);
-  });
+  return kvc::hosts::program_main(
+      kvc::hosts::Program::Bench,
+      "[--mode MODE] [--seq_lengths N [N ...]] [options]\n\nDecode latency against sequence "
+      "length under a KV-cache policy (docs/hosts.md).",
+      argc, argv, kvc::hosts::run_bench);
 }

@@ -115,21 +115,24 @@ std::string format_double(double value) {
   return buffer;
 }
 
-// A TOML value of an unregistered [policy] key -> the kvc_param text syntax.
-std::optional<std::string> toml_to_param_text(const toml::node& node) {
-  if (auto v = node.as_integer()) return std::to_string(v->get());
-  if (auto v = node.as_floating_point()) return format_double(v->get());
-  if (auto v = node.as_boolean()) return std::string(v->get() ? "true" : "false");
-  if (auto v = node.as_string()) return v->get();
+// A TOML value of an unregistered [policy] key, typed as TOML typed it.
+std::optional<ParamValue> toml_to_param(const toml::node& node) {
+  if (auto v = node.as_integer()) return ParamValue(v->get());
+  if (auto v = node.as_floating_point()) return ParamValue(v->get());
+  if (auto v = node.as_boolean()) return ParamValue(v->get());
+  if (auto v = node.as_string()) return ParamValue(v->get());
   if (auto a = node.as_array()) {
-    std::vector<std::string> items;
-    for (const auto& item : *a) {
-      if (item.is_array() || item.is_table()) return std::nullopt;
-      auto text = toml_to_param_text(item);
-      if (!text) return std::nullopt;
-      items.push_back(*text);
+    if (a->empty()) return ParamValue(std::string());
+    if (a->is_homogeneous(toml::node_type::integer)) {
+      std::vector<int64_t> items;
+      for (const auto& item : *a) items.push_back(item.as_integer()->get());
+      return ParamValue(std::move(items));
     }
-    return join(items, ",");
+    if (a->is_homogeneous(toml::node_type::string)) {
+      std::vector<std::string> items;
+      for (const auto& item : *a) items.push_back(item.as_string()->get());
+      return ParamValue(std::move(items));
+    }
   }
   return std::nullopt;
 }
@@ -162,6 +165,26 @@ std::string closest(const std::string& word, const std::vector<std::string>& can
     }
   }
   return best;
+}
+
+std::string to_text(const ParamValue& value) {
+  struct Visitor {
+    std::string operator()(const std::string& s) const { return s; }
+    std::string operator()(int64_t i) const { return std::to_string(i); }
+    std::string operator()(double d) const { return format_double(d); }
+    std::string operator()(bool b) const { return b ? "true" : "false"; }
+    std::string operator()(const std::vector<int64_t>& list) const {
+      std::vector<std::string> items;
+      for (auto i : list) items.push_back(std::to_string(i));
+      return "[" + join(items, ", ") + "]";
+    }
+    std::string operator()(const std::vector<std::string>& list) const {
+      std::vector<std::string> items;
+      for (const auto& i : list) items.push_back("\"" + i + "\"");
+      return "[" + join(items, ", ") + "]";
+    }
+  };
+  return std::visit(Visitor{}, value);
 }
 
 std::string to_text(const Value& value) {
@@ -250,14 +273,17 @@ std::vector<int64_t> Options::get_int_list(const std::string& section,
   return std::get<std::vector<int64_t>>(get(section, key).value);
 }
 
-void Options::set_extra_param(const std::string& name, const std::string& value) {
-  for (auto& [k, v] : extra_params_) {
-    if (k == name) {
-      v = value;
-      return;
-    }
+void Options::set_extra_param(PolicyParam param) {
+  for (auto& p : extra_params_) {
+    if (p.name != param.name) continue;
+    if (p.source == Source::CommandLine && param.source == Source::CommandLine)
+      throw UsageError(param.origin + ": parameter '" + param.name + "' is already given by " +
+                       p.origin + " (give it once)");
+    if (param.source == Source::Config && p.source == Source::CommandLine) return;
+    p = std::move(param);
+    return;
   }
-  extra_params_.emplace_back(name, value);
+  extra_params_.push_back(std::move(param));
 }
 
 // Parses `text` for `option` (command-line syntax) and stores it with source CommandLine.
@@ -322,7 +348,8 @@ void Options::set_from_text(Option& o, const std::string& text, const std::strin
     case Kind::ParamList: {
       auto eq = text.find('=');
       if (eq == std::string::npos || eq == 0) throw bad(text);
-      set_extra_param(text.substr(0, eq), text.substr(eq + 1));
+      set_extra_param({text.substr(0, eq), text.substr(eq + 1), Source::CommandLine,
+                       "--param " + text});
       break;
     }
   }
@@ -453,12 +480,15 @@ void Options::apply_toml(const toml::table& root, const std::string& origin) {
       if (!o || o->kind == Kind::ParamList) {
         if (section == "policy") {
           // Any other [policy] key is a parameter of the policy, checked against its schema.
-          auto value = toml_to_param_text(node);
+          auto value = toml_to_param(node);
           if (!value) {
             throw UsageError(at + ": a policy parameter must be a number, boolean, string or "
-                                  "a flat array, got " + toml_type_name(node));
+                                  "an array of integers or of strings, got " +
+                             toml_type_name(node) +
+                             (node.is_array() ? " of mixed or nested items" : ""));
           }
-          set_extra_param(key, *value);
+          set_extra_param({key, std::move(*value), Source::Config,
+                           toml_where(origin, node.source())});
           continue;
         }
         std::vector<std::string> keys;
@@ -564,6 +594,8 @@ std::string Options::help_text(const std::string& synopsis) const {
     if (o.kind != Kind::ParamList) out << " (default: " << to_text(o.value) << ")";
     out << "  [" << o.section << "] " << o.key << "\n";
   }
+  out << "  --list_policies         list the installed policies, their parameters and the modes\n";
+  out << "  --version               print the versions of the program, libkvc and its ABIs\n";
   out << "  -h, --help              show this help\n";
   return out.str();
 }

@@ -47,6 +47,19 @@ enum class Source { Default, Config, CommandLine };
 using Value = std::variant<std::monostate, bool, int64_t, double, std::string,
                            std::vector<int64_t>, std::vector<std::pair<std::string, std::string>>>;
 
+// A policy parameter as its source gave it, handed to the library without a text round trip:
+// text in the kvc_param syntax (a command-line NAME=VALUE, or a TOML string) or a typed TOML
+// value (an empty TOML array is the text "": an empty list of either kind).
+using ParamValue = std::variant<std::string, int64_t, double, bool, std::vector<int64_t>,
+                                std::vector<std::string>>;
+
+struct PolicyParam {
+  std::string name;
+  ParamValue value;
+  Source source = Source::Default;
+  std::string origin;  // where it was given: "--param heavy_size=64", "c.toml:4:1"
+};
+
 struct Option {
   std::string section;  // TOML table: "model", "policy", "eval", "bench"
   std::string key;      // TOML key
@@ -63,6 +76,7 @@ struct Option {
 
 // Formats a value for messages, help and JSON-free text output ("None", "256 512", "true").
 std::string to_text(const Value& value);
+std::string to_text(const ParamValue& value);
 
 class Options {
  public:
@@ -96,12 +110,12 @@ class Options {
   std::vector<int64_t> get_int_list(const std::string& section, const std::string& key) const;
 
   // Policy parameters that are not one of the registered [policy] keys: the other keys of
-  // the config's [policy] table, then `--param NAME=VALUE` flags (later ones win).
-  const std::vector<std::pair<std::string, std::string>>& extra_policy_params() const {
-    return extra_params_;
-  }
+  // the config's [policy] table, then `--param NAME=VALUE` flags (a flag replaces the
+  // config's value of the same name; one name given twice on the command line is an error).
+  const std::vector<PolicyParam>& extra_policy_params() const { return extra_params_; }
 
   std::string help_text(const std::string& synopsis) const;
+  const std::string& program() const { return program_; }
   const std::vector<Option>& options() const { return options_; }
   const std::string& config_path() const { return config_path_; }
 
@@ -110,12 +124,12 @@ class Options {
   Option* find_flag(const std::string& flag);
   void set_from_text(Option& option, const std::string& text, const std::string& where);
   void apply_toml(const toml::table& root, const std::string& origin);
-  void set_extra_param(const std::string& name, const std::string& value);
+  void set_extra_param(PolicyParam param);
 
   std::string program_;
   std::vector<std::string> sections_;
   std::vector<Option> options_;
-  std::vector<std::pair<std::string, std::string>> extra_params_;
+  std::vector<PolicyParam> extra_params_;
   std::string config_path_;
 };
 

@@ -77,7 +77,8 @@ nlohmann::ordered_json settings_json(const Options& options) {
         o.value);
     out[o.section][o.key] = value;
   }
-  for (const auto& [name, value] : options.extra_policy_params()) out["policy"][name] = value;
+  for (const PolicyParam& p : options.extra_policy_params())
+    std::visit([&](const auto& v) { out["policy"][p.name] = v; }, p.value);
   return out;
 }
 

@@ -4,9 +4,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 #include "files.h"
+#include "modes.h"
 
 namespace fs = std::filesystem;
 
@@ -124,61 +126,37 @@ std::vector<std::string> PolicyCatalog::names() const {
   return names;
 }
 
-std::vector<std::string> PolicyCatalog::ordered_names() const {
-  static const std::vector<std::string> kSeedOrder = {"baseline", "streaming", "h2o",
-                                                      "lazy_h2o", "sepllm",    "unified"};
-  auto rank = [](const std::string& name) {
-    auto it = std::find(kSeedOrder.begin(), kSeedOrder.end(), name);
-    return static_cast<size_t>(it - kSeedOrder.begin());
-  };
-  std::vector<std::string> names = this->names();
-  std::stable_sort(names.begin(), names.end(), [&](const std::string& a, const std::string& b) {
-    return rank(a) < rank(b);
-  });
-  return names;
+std::vector<std::string> PolicyCatalog::all_modes() const {
+  std::vector<std::string> modes;
+  for (const Mode& m : known_modes())
+    if (find(m.policy)) modes.push_back(m.name);
+  for (const std::string& name : names())
+    if (find_mode(name) == nullptr) modes.push_back(name);
+  return modes;
 }
 
 std::string PolicyCatalog::errors() const { return kvc_policy_list_errors(list_.get()); }
 
-nlohmann::ordered_json param_value_json(const std::string& text) {
-  if (text == "true") return true;
-  if (text == "false") return false;
-  if (!text.empty()) {
-    char* end = nullptr;
-    long long i = std::strtoll(text.c_str(), &end, 10);
-    if (end == text.c_str() + text.size()) return i;
-    double d = std::strtod(text.c_str(), &end);
-    if (end == text.c_str() + text.size()) return d;
+nlohmann::ordered_json param_value_json(const kvc_param_value& v) {
+  switch (v.type) {
+    case KVC_PARAM_INT: return v.i;
+    case KVC_PARAM_FLOAT: return v.f;
+    case KVC_PARAM_BOOL: return v.i != 0;
+    case KVC_PARAM_CHOICE: return v.n_strings > 0 ? v.strings[0] : "";
+    case KVC_PARAM_INT_LIST: return std::vector<int64_t>(v.ints, v.ints + v.n_ints);
+    case KVC_PARAM_STRING_LIST: return std::vector<std::string>(v.strings, v.strings + v.n_strings);
   }
-  return text;
+  return nullptr;
 }
 
 nlohmann::ordered_json RunSpec::params_json() const {
   nlohmann::ordered_json config = nlohmann::ordered_json::object();
-  for (const auto& [name, value] : params) {
-    const auto it = std::find(schema.begin(), schema.end(), name);
-    const kvc_param_type type = it == schema.end()
-                                    ? KVC_PARAM_CHOICE
-                                    : schema_types[static_cast<size_t>(it - schema.begin())];
-    const bool is_list = type == KVC_PARAM_INT_LIST || type == KVC_PARAM_STRING_LIST;
-    if (!is_list) {
-      config[name] = param_value_json(value);
-      continue;
-    }
-    // "[0, 1]" or "0,1" -> [0, 1]
-    std::string text = value;
-    if (!text.empty() && text.front() == '[' && text.back() == ']') {
-      text = text.substr(1, text.size() - 2);
-    }
-    nlohmann::ordered_json items = nlohmann::ordered_json::array();
-    std::stringstream stream(text);
-    for (std::string item; std::getline(stream, item, ',');) {
-      const auto b = item.find_first_not_of(" \t");
-      const auto e = item.find_last_not_of(" \t");
-      if (b == std::string::npos) continue;
-      items.push_back(param_value_json(item.substr(b, e - b + 1)));
-    }
-    config[name] = items;
+  const kvc_policy_info* info = kvc_policy_params_policy(params.get());
+  for (size_t i = 0; info && i < info->n_params; ++i) {
+    kvc_param_value v;
+    kvc_param_value_init(&v);
+    check(kvc_policy_params_get(params.get(), i, &v, nullptr), "reading policy parameters");
+    config[info->params[i].name] = param_value_json(v);
   }
   return config;
 }
@@ -190,15 +168,42 @@ bool looks_like_path(const std::string& mode) {
          (mode.size() > 3 && mode.compare(mode.size() - 3, 3, ".so") == 0);
 }
 
-void set_param(std::vector<std::pair<std::string, std::string>>& params, const std::string& name,
-               const std::string& value) {
-  for (auto& [k, v] : params) {
-    if (k == name) {
-      v = value;
-      return;
-    }
-  }
-  params.emplace_back(name, value);
+// One source's value for a parameter: where it was given (for messages) and what.
+struct Given {
+  std::string origin;
+  ParamValue value;
+};
+
+// The Option's value as a parameter value: integers stay typed, strings are text.
+ParamValue param_value_of(const Option& o) {
+  if (const auto* i = std::get_if<int64_t>(&o.value)) return *i;
+  return to_text(o.value);
+}
+
+// Hands one value to the library, typed as given; a rejection names where it was given.
+void set_param(kvc_policy_params* params, const std::string& name, const Given& given) {
+  const char* n = name.c_str();
+  const kvc_status status = std::visit(
+      [&](const auto& v) -> kvc_status {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          return kvc_policy_params_set_text(params, n, v.c_str());
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          return kvc_policy_params_set_int(params, n, v);
+        } else if constexpr (std::is_same_v<T, double>) {
+          return kvc_policy_params_set_float(params, n, v);
+        } else if constexpr (std::is_same_v<T, bool>) {
+          return kvc_policy_params_set_bool(params, n, v ? 1 : 0);
+        } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+          return kvc_policy_params_set_ints(params, n, v.data(), v.size());
+        } else {
+          std::vector<const char*> items;
+          for (const auto& item : v) items.push_back(item.c_str());
+          return kvc_policy_params_set_strings(params, n, items.data(), items.size());
+        }
+      },
+      given.value);
+  if (status != KVC_OK) throw UsageError(given.origin + ": " + kvc_last_error());
 }
 
 }  // namespace
@@ -207,41 +212,26 @@ RunSpec make_run(const Options& options, const PolicyCatalog& catalog, const std
                  bool strict, std::vector<std::string>* warnings) {
   RunSpec run;
   run.mode = mode;
-  run.policy = mode;
-  run.search_path = catalog.search_path();
   run.positions = options.get_string("policy", "positions") == "original"
                       ? KVC_POSITIONS_ORIGINAL
                       : KVC_POSITIONS_SHIFT;
+  // ---- which plugin -----------------------------------------------------------------------
+  const Mode* preset = nullptr;
   const kvc_policy_info* info = nullptr;
+  std::string plugin;  // name or path handed to the library
   if (looks_like_path(mode)) {
     std::error_code ec;
     if (!fs::exists(mode, ec)) throw UsageError("--mode: policy file '" + mode + "' not found");
-    PolicyCatalog local(fs::path(mode).parent_path().string());
-    info = local.find_path(mode);
-    if (!info) {
-      // Let the engine say why it is not a valid plugin.
-      check(kvc_policy_check(mode.c_str(), nullptr, nullptr, 0), "--mode '" + mode + "'");
-      throw UsageError("--mode: '" + mode + "' is not a loadable policy plugin");
-    }
-    run.mode = info->name;
-    for (size_t i = 0; i < info->n_params; ++i) {
-      run.schema.emplace_back(info->params[i].name);
-      run.schema_types.push_back(info->params[i].type);
-    }
+    plugin = mode;
   } else {
-    info = catalog.find(mode);
-    bool lazy_alias = false;
-    if (!info && mode == "lazy_unified") {
-      // The seed's lazy_unified mode is the unified policy with an update interval.
-      info = catalog.find("unified");
-      lazy_alias = info != nullptr;
-      if (lazy_alias) run.policy = "unified";
-    }
+    preset = find_mode(mode);
+    plugin = preset ? preset->policy : mode;
+    info = catalog.find(plugin);
     if (!info) {
-      auto names = catalog.names();
-      std::string hint = closest(mode, names);
+      std::vector<std::string> modes = catalog.all_modes();
+      std::string hint = closest(mode, modes);
       std::string listed;
-      for (const auto& n : names) listed += (listed.empty() ? "" : ", ") + n;
+      for (const auto& n : modes) listed += (listed.empty() ? "" : ", ") + n;
       std::string message = "--mode: unknown policy '" + mode + "'" +
                             (hint.empty() ? "" : " (did you mean '" + hint + "'?)") +
                             "; installed: " + (listed.empty() ? "none" : listed) + ", or all";
@@ -249,37 +239,60 @@ RunSpec make_run(const Options& options, const PolicyCatalog& catalog, const std
       if (!errors.empty()) message += "\nplugins that failed to load:\n" + errors;
       throw UsageError(message);
     }
-    for (size_t i = 0; i < info->n_params; ++i) {
-      run.schema.emplace_back(info->params[i].name);
-      run.schema_types.push_back(info->params[i].type);
-    }
   }
+  kvc_policy_params* created = nullptr;
+  check(kvc_policy_params_create(plugin.c_str(),
+                                 catalog.search_path().empty() ? nullptr
+                                                               : catalog.search_path().c_str(),
+                                 &created),
+        "--mode '" + mode + "'");
+  run.params.reset(created);
+  info = kvc_policy_params_policy(created);
+  run.policy = info->name;
+  if (looks_like_path(mode)) run.mode = info->name;
+
+  // ---- each parameter's value, by precedence ------------------------------------------------
+  std::vector<std::string> schema;
+  for (size_t i = 0; i < info->n_params; ++i) schema.emplace_back(info->params[i].name);
   auto has = [&](const std::string& name) {
-    return std::find(run.schema.begin(), run.schema.end(), name) != run.schema.end();
+    return std::find(schema.begin(), schema.end(), name) != schema.end();
   };
-  const bool lazy = run.mode.rfind("lazy", 0) == 0;
+  std::map<std::string, std::vector<std::pair<Source, Given>>> sources;
   for (const auto& key : seed_policy_keys()) {
     const Option& o = options.get("policy", key);
+    if (o.source == Source::Default || std::holds_alternative<std::monostate>(o.value)) continue;
     if (!has(key)) {
-      if (strict && o.source != Source::Default && warnings) {
+      if (strict && warnings)
         warnings->push_back("--" + key + " is ignored: policy '" + run.mode +
                             "' has no parameter '" + key + "'");
-      }
       continue;
     }
-    if (std::holds_alternative<std::monostate>(o.value)) continue;  // the policy's default
-    // The seed's --update_interval is for the lazy modes; others get it only from the flag.
-    if (key == "update_interval" && o.source != Source::CommandLine && !lazy) continue;
-    set_param(run.params, key, to_text(o.value));
+    const std::string origin = o.source == Source::CommandLine
+                                   ? "--" + o.flag + " " + to_text(o.value)
+                                   : "[policy] " + key + " = " + to_text(o.value);
+    sources[key].push_back({o.source, {origin, param_value_of(o)}});
   }
-  for (const auto& [name, value] : options.extra_policy_params()) {
-    if (strict || has(name)) set_param(run.params, name, value);
+  for (const PolicyParam& p : options.extra_policy_params()) {
+    if (!strict && !has(p.name)) continue;
+    sources[p.name].push_back({p.source, {p.origin, p.value}});
   }
-  std::vector<kvc_param> params;
-  for (const auto& [name, value] : run.params) params.push_back({name.c_str(), value.c_str()});
-  kvc_status status = kvc_policy_check(run.policy.c_str(),
-                                       run.search_path.empty() ? nullptr : run.search_path.c_str(),
-                                       params.data(), params.size());
+  if (preset)
+    for (const auto& [name, text] : preset->presets)
+      sources[name].push_back({Source::Default, {"mode '" + mode + "' (" + name + " = " + text +
+                                                 ")", text}});
+  for (auto& [name, given] : sources) {
+    // The first command-line source wins over the config's and the preset; two command-line
+    // sources for one parameter are a conflict.
+    std::stable_sort(given.begin(), given.end(), [](const auto& a, const auto& b) {
+      return static_cast<int>(a.first) > static_cast<int>(b.first);
+    });
+    if (given.size() > 1 && given[0].first == Source::CommandLine &&
+        given[1].first == Source::CommandLine)
+      throw UsageError("policy parameter '" + name + "' is given twice: by " +
+                       given[0].second.origin + " and by " + given[1].second.origin);
+    set_param(run.params.get(), name, given[0].second);
+  }
+  const kvc_status status = kvc_policy_params_check(run.params.get());
   if (status != KVC_OK) {
     throw UsageError("policy '" + run.mode + "' rejected its parameters: " +
                      kvc_status_name(status) + ": " + kvc_last_error());
@@ -288,16 +301,11 @@ RunSpec make_run(const Options& options, const PolicyCatalog& catalog, const std
 }
 
 SessionPtr make_session(kvc_model* model, const RunSpec& run, int64_t max_entries) {
-  std::vector<kvc_param> params;
-  for (const auto& [name, value] : run.params) params.push_back({name.c_str(), value.c_str()});
   kvc_session_options so;
   kvc_session_options_init(&so);
-  so.policy = run.policy.c_str();
-  so.params = params.data();
-  so.n_params = params.size();
+  so.policy_params = run.params.get();
   so.positions = run.positions;
   so.max_entries = max_entries;
-  so.policy_path = run.search_path.empty() ? nullptr : run.search_path.c_str();
   kvc_session* session = nullptr;
   check(kvc_session_create(model, &so, &session), "creating a session of policy '" + run.mode + "'");
   return SessionPtr(session);
@@ -327,25 +335,16 @@ std::string describe_policies(const PolicyCatalog& catalog) {
           << (p.help ? p.help : "") << "\n";
     }
   }
+  for (const Mode& m : known_modes()) {
+    if (m.presets.empty() || !catalog.find(m.policy)) continue;
+    out << m.name << " (mode)  " << m.description << "\n    policy: " << m.policy
+        << ", presets:";
+    for (const auto& [name, value] : m.presets) out << " " << name << "=" << value;
+    out << "\n";
+  }
   std::string errors = catalog.errors();
   if (!errors.empty()) out << "plugins that failed to load:\n" << errors << "\n";
   return out.str();
-}
-
-bool list_policies_if_asked(Options& options, int argc, char** argv) {
-  bool asked = false;
-  std::vector<std::string> rest;
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--list_policies")
-      asked = true;
-    else
-      rest.emplace_back(argv[i]);
-  }
-  if (!asked) return false;
-  options.parse(rest);
-  PolicyCatalog catalog(options.get_opt_string("policy", "search_path").value_or(""));
-  std::fputs(describe_policies(catalog).c_str(), stdout);
-  return true;
 }
 
 }  // namespace kvc::hosts

@@ -61,8 +61,9 @@ class PolicyCatalog {
   // The policy loaded from `path` (a .so), or nullptr.
   const kvc_policy_info* find_path(const std::string& path) const;
   std::vector<std::string> names() const;
-  // names() with the seed's methods first, in the seed's order, then the others by name.
-  std::vector<std::string> ordered_names() const;
+  // The modes of --mode all: the table's modes whose policy is installed, in the table's
+  // order (the seed's), then the other installed policies by name.
+  std::vector<std::string> all_modes() const;
   std::string errors() const;
   const std::string& search_path() const { return search_path_; }
 
@@ -71,28 +72,34 @@ class PolicyCatalog {
   std::string search_path_;
 };
 
-// One policy run: what the engine gets and how results are labelled.
+struct PolicyParamsFree {
+  void operator()(kvc_policy_params* p) const { kvc_policy_params_free(p); }
+};
+using PolicyParamsPtr = std::unique_ptr<kvc_policy_params, PolicyParamsFree>;
+
+// One policy run: the policy with its typed parameters (resolved once, defaults included),
+// and how results are labelled.
 struct RunSpec {
   std::string mode;    // label for files and tables ("streaming", "lazy_unified", ...)
-  std::string policy;  // name or .so path given to the engine
-  std::vector<std::pair<std::string, std::string>> params;
+  std::string policy;  // the plugin's name
+  PolicyParamsPtr params;
   kvc_position_mode positions = KVC_POSITIONS_SHIFT;
-  std::string search_path;
-  std::vector<std::string> schema;         // parameter names the policy declares
-  std::vector<kvc_param_type> schema_types;  // and their types
 
-  // The parameters as a JSON object typed by the policy's schema (the seed's "config").
+  // Every parameter of the policy, typed as its schema declares (the seed's "config").
   nlohmann::ordered_json params_json() const;
   const char* positions_name() const {
     return positions == KVC_POSITIONS_SHIFT ? "shift" : "original";
   }
 };
 
-// Builds the run of one mode. The seed's size flags are passed to the policy parameters of the
-// same name when its schema has them (an explicitly set flag the policy lacks gets a warning
-// when `strict`); other [policy] keys and --param pairs are passed as given when `strict`, and
-// only where the schema has them otherwise (--mode all). Validated with kvc_policy_check:
-// a rejected parameter is a UsageError naming it.
+// Builds the run of one mode (an installed policy, a mode of the table in modes.h, or a path to
+// a .so). Each policy parameter is taken from, in order: a command-line flag (the seed's size
+// flags map onto parameters of the same name), `--param`, the config's [policy] table, the
+// mode's presets; otherwise the policy's own default. A flag and a --param for the same
+// parameter are an error naming both. With `strict` (one mode), an explicitly given seed flag
+// the policy lacks is a warning and an unknown --param an error; for --mode all both are only
+// applied where the schema has them. Validated with kvc_policy_params_check: a rejected value
+// is a UsageError naming where it was given.
 RunSpec make_run(const Options& options, const PolicyCatalog& catalog, const std::string& mode,
                  bool strict, std::vector<std::string>* warnings);
 
@@ -101,14 +108,11 @@ SessionPtr make_session(kvc_model* model, const RunSpec& run, int64_t max_entrie
 
 kvc_cache_stats cache_stats(const kvc_session* session);
 
-// "name  version  description\n    param (type, default) help" for --list_policies.
+// "name  version  description\n    param (type, default) help" for --list_policies, with the
+// modes of modes.h that are presets of an installed policy.
 std::string describe_policies(const PolicyCatalog& catalog);
 
-// Handles --list_policies for both programs: when it is among the arguments, parses the others
-// (for --policy_path / --config), prints the installed policies and returns true.
-bool list_policies_if_asked(Options& options, int argc, char** argv);
-
-// A parameter value in the kvc_param text syntax as JSON (numbers, booleans, else strings).
-nlohmann::ordered_json param_value_json(const std::string& text);
+// A typed parameter value as JSON: numbers, booleans, choices as strings, lists as arrays.
+nlohmann::ordered_json param_value_json(const kvc_param_value& value);
 
 }  // namespace kvc::hosts

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/attention.h"
 #include "cpu/matmul.h"
 
 namespace kvc::cpu {

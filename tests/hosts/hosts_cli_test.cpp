@@ -192,13 +192,28 @@ TEST(Flags, ListsTakeSeveralValuesOrCommas) {
 
 TEST(Flags, NoneAndParamPairs) {
   Options o = make_options(Program::Eval);
-  ASSERT_TRUE(o.parse(split("--num_eval_tokens 5 --num_eval_tokens None --param score_layers=0,1 "
-                            "--param scope=shared --param scope=per_head")));
+  ASSERT_TRUE(o.parse(split("--num_eval_tokens None --param score_layers=0,1 "
+                            "--param scope=per_head")));
   EXPECT_FALSE(o.get_opt_int("eval", "num_eval_tokens").has_value());
   const auto& extra = o.extra_policy_params();
   ASSERT_EQ(extra.size(), 2u);
-  EXPECT_EQ(extra[0], (std::pair<std::string, std::string>{"score_layers", "0,1"}));
-  EXPECT_EQ(extra[1], (std::pair<std::string, std::string>{"scope", "per_head"}));
+  EXPECT_EQ(extra[0].name, "score_layers");
+  EXPECT_EQ(std::get<std::string>(extra[0].value), "0,1");  // text: the library parses it
+  EXPECT_EQ(extra[0].source, Source::CommandLine);
+  EXPECT_EQ(extra[1].name, "scope");
+  EXPECT_EQ(std::get<std::string>(extra[1].value), "per_head");
+}
+
+TEST(Flags, AParameterGivenTwiceIsAnError) {
+  Options o = make_options(Program::Eval);
+  try {
+    o.parse(split("--param scope=shared --param scope=per_head"));
+    FAIL() << "no error";
+  } catch (const UsageError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("--param scope=per_head"), std::string::npos) << m;
+    EXPECT_NE(m.find("--param scope=shared"), std::string::npos) << m;
+  }
 }
 
 TEST(Flags, HelpIsReported) {
@@ -307,10 +322,12 @@ seq_lengths = [8, 16]
   EXPECT_EQ(o.get_int("policy", "start_size"), 4);  // default
   EXPECT_EQ(o.source("policy", "start_size"), Source::Default);
   EXPECT_EQ(o.get_string("policy", "scope"), "shared");
-  // Other [policy] keys are parameters in the kvc_param text syntax.
+  // Other [policy] keys are policy parameters, typed as TOML typed them.
   ASSERT_EQ(o.extra_policy_params().size(), 1u);
-  EXPECT_EQ(o.extra_policy_params()[0].first, "score_layers");
-  EXPECT_EQ(o.extra_policy_params()[0].second, "0,1");
+  EXPECT_EQ(o.extra_policy_params()[0].name, "score_layers");
+  EXPECT_EQ(std::get<std::vector<int64_t>>(o.extra_policy_params()[0].value),
+            (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(o.extra_policy_params()[0].source, Source::Config);
   // kvc-bench reads the same file; [eval] is checked but not used.
   Options b = make_options(Program::Bench);
   ASSERT_TRUE(b.parse(split("--config=" + config.string() + " --seq_lengths 32")));
@@ -324,12 +341,14 @@ TEST(Config, PolicyParamsFromConfigAndFlags) {
                      "separator_strings = [\"amen\", \"selah\"]\n",
                      "t.toml");
   ASSERT_TRUE(o.parse(split("--param threshold=0.25")));
-  std::map<std::string, std::string> params(o.extra_policy_params().begin(),
-                                            o.extra_policy_params().end());
-  EXPECT_EQ(params["separators"], "15,13");
-  EXPECT_EQ(params["threshold"], "0.25");
-  EXPECT_EQ(params["flag"], "true");
-  EXPECT_EQ(params["separator_strings"], "amen,selah");
+  std::map<std::string, ParamValue> params;
+  for (const auto& p : o.extra_policy_params()) params.emplace(p.name, p.value);
+  EXPECT_EQ(std::get<std::vector<int64_t>>(params["separators"]), (std::vector<int64_t>{15, 13}));
+  EXPECT_EQ(std::get<std::string>(params["threshold"]), "0.25");  // the flag replaced 0.5
+  EXPECT_EQ(std::get<bool>(params["flag"]), true);
+  // A TOML array of strings arrives as a list: items may hold commas, quotes and spaces.
+  EXPECT_EQ(std::get<std::vector<std::string>>(params["separator_strings"]),
+            (std::vector<std::string>{"amen", "selah"}));
 }
 
 TEST(Config, BadTomlIsAnErrorNamingTheKey) {

@@ -29,15 +29,7 @@ void gemm_rows(DType dtype, const void* w, int64_t rows, int64_t cols, const flo
 float dot_f32(const float* a, const float* b, int64_t n);
 void axpy_f32(float alpha, const float* x, float* y, int64_t n);
 const char* target_name();
-// Attention of one query over one head's cache: see cpu/matmul.h.
-void attention_scores(const float* q, const float* keys, const float* values,
-                      const int32_t* slots, const int64_t* positions, const float* cos_table,
-                      const float* sin_table, int64_t half, int64_t head_dim, float scale,
-                      int64_t count, float* scores);
-float softmax_exp(float* scores, int64_t count);
-void attention_values(const float* probs, const float* values, const int32_t* slots,
-                      int64_t head_dim, int64_t count, float* out);
-void gelu_inplace(float* x, int64_t count);
+// The attention kernels and GELU are declared in cpu/attention.h (defined in kernels_hwy.cpp).
 
 // ---- Native bf16 dot products (kernels_bf16_native.cpp), AVX512_BF16 only ----
 bool native_bf16_supported();

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "cpu/attention.h"
 #include "cpu/kernels.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -529,21 +530,37 @@ void axpy_f32(float alpha, const float* x, float* y, int64_t n) {
   HWY_DYNAMIC_DISPATCH(AxpyF32)(alpha, x, y, n);
 }
 const char* target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
-void gelu_inplace(float* x, int64_t count) { HWY_DYNAMIC_DISPATCH(GeluInPlace)(x, count); }
+
+}  // namespace kvc::cpu::detail
+
+// cpu/attention.h: the public entry points, dispatched here once.
+namespace kvc::cpu {
+
 void attention_scores(const float* q, const float* keys, const float* values,
                       const int32_t* slots, const int64_t* positions, const float* cos_table,
                       const float* sin_table, int64_t half, int64_t head_dim, float scale,
                       int64_t count, float* scores) {
-  HWY_DYNAMIC_DISPATCH(AttentionScores)(q, keys, values, slots, positions, cos_table, sin_table,
-                                        half, head_dim, scale, count, scores);
-}
-float softmax_exp(float* scores, int64_t count) {
-  return HWY_DYNAMIC_DISPATCH(SoftmaxExp)(scores, count);
-}
-void attention_values(const float* probs, const float* values, const int32_t* slots,
-                      int64_t head_dim, int64_t count, float* out) {
-  HWY_DYNAMIC_DISPATCH(AttentionValues)(probs, values, slots, head_dim, count, out);
+  if (count <= 0) return;
+  HWY_DYNAMIC_DISPATCH(detail::AttentionScores)(q, keys, values, slots, positions, cos_table,
+                                                sin_table, half, head_dim, scale, count, scores);
 }
 
-}  // namespace kvc::cpu::detail
+float softmax_exp(float* scores, int64_t count) {
+  return count > 0 ? HWY_DYNAMIC_DISPATCH(detail::SoftmaxExp)(scores, count) : 0.0f;
+}
+
+void attention_values(const float* probs, const float* values, const int32_t* slots,
+                      int64_t head_dim, int64_t count, float* out) {
+  if (count <= 0) {
+    std::fill(out, out + head_dim, 0.0f);
+    return;
+  }
+  HWY_DYNAMIC_DISPATCH(detail::AttentionValues)(probs, values, slots, head_dim, count, out);
+}
+
+void gelu(float* x, int64_t count) {
+  if (count > 0) HWY_DYNAMIC_DISPATCH(detail::GeluInPlace)(x, count);
+}
+
+}  // namespace kvc::cpu
 #endif  // HWY_ONCE

@@ -108,30 +108,4 @@ void axpy_f32(float alpha, const float* x, float* y, int64_t n) {
   if (n > 0) detail::axpy_f32(alpha, x, y, n);
 }
 
-void attention_scores(const float* q, const float* keys, const float* values,
-                      const int32_t* slots, const int64_t* positions, const float* cos_table,
-                      const float* sin_table, int64_t half, int64_t head_dim, float scale,
-                      int64_t count, float* scores) {
-  if (count > 0)
-    detail::attention_scores(q, keys, values, slots, positions, cos_table, sin_table, half,
-                             head_dim, scale, count, scores);
-}
-
-float softmax_exp(float* scores, int64_t count) {
-  return count > 0 ? detail::softmax_exp(scores, count) : 0.0f;
-}
-
-void attention_values(const float* probs, const float* values, const int32_t* slots,
-                      int64_t head_dim, int64_t count, float* out) {
-  if (count > 0) {
-    detail::attention_values(probs, values, slots, head_dim, count, out);
-  } else {
-    std::fill(out, out + head_dim, 0.0f);
-  }
-}
-
-void gelu(float* x, int64_t count) {
-  if (count > 0) detail::gelu_inplace(x, count);
-}
-
 }  // namespace kvc::cpu

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "cpu/attention.h"
 #include "cpu/matmul.h"
 #include "model/dtype_convert.h"
 

@@ -363,6 +363,17 @@ struct Tokenizer::Impl {
     if (split) pcre2_code_free(split);
   }
 
+  // Loading, one section of tokenizer.json each (load_json calls them in this order).
+  int32_t load_model(const Loader& L, const json& root);  // returns the largest id
+  void load_pre_tokenizer(const Loader& L, const json& root);
+  struct Added {
+    std::string content;
+    int32_t id;
+    bool normalized, special;
+  };
+  std::vector<Added> load_added_tokens(const Loader& L, const json& root, int32_t* max_id);
+  void build_id_tables(const std::vector<Added>& added_list, int32_t max_id);
+
   std::string_view normalize(std::string_view text, std::string& storage) const;
   void pre_tokenize_and_model(std::string_view piece, ThreadState& ts, WordCache& cache,
                               std::vector<int32_t>& out) const;
@@ -600,24 +611,8 @@ std::unique_ptr<Tokenizer> Tokenizer::load_file(const std::string& path) {
   return load_json(buffer.str(), path);
 }
 
-std::unique_ptr<Tokenizer> Tokenizer::load_json(std::string_view text, const std::string& origin) {
-  const Loader L{origin};
-  json root;
-  try {
-    root = json::parse(text.begin(), text.end());
-  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e400
-    fail(KVC_ERR_FORMAT, origin + ": not valid JSON: " + e.what());
-  }
-  if (!root.is_object()) L.format_error("(root)", "expected a JSON object");
-
-  auto impl = std::make_unique<Impl>();
-  impl->serial = g_next_serial.fetch_add(1);
-
-  // Settings that would change the ids of a single encode are refused rather than ignored.
-  if (L.optional(root, "truncation")) L.unsupported("truncation", "must be null");
-  if (L.optional(root, "padding")) L.unsupported("padding", "must be null");
-
-  // ---- model ----
+// model: a byte-level BPE vocabulary and its merges.
+int32_t Tokenizer::Impl::load_model(const Loader& L, const json& root) {
   const json& model = L.member(root, "", "model");
   if (!model.is_object()) L.format_error("model", "expected an object");
   {
@@ -641,42 +636,42 @@ std::unique_ptr<Tokenizer> Tokenizer::load_json(std::string_view text, const std
   }
   if (L.optional_bool(model, "model.", "byte_fallback", false))
     L.unsupported("model.byte_fallback", "byte fallback is not supported");
-  impl->fuse_unk = L.optional_bool(model, "model.", "fuse_unk", false);
-  impl->ignore_merges = L.optional_bool(model, "model.", "ignore_merges", false);
+  fuse_unk = L.optional_bool(model, "model.", "fuse_unk", false);
+  ignore_merges = L.optional_bool(model, "model.", "ignore_merges", false);
 
-  const json& vocab = L.member(model, "model.", "vocab");
-  if (!vocab.is_object()) L.format_error("model.vocab", "expected an object of token -> id");
+  const json& vocab_json = L.member(model, "model.", "vocab");
+  if (!vocab_json.is_object()) L.format_error("model.vocab", "expected an object of token -> id");
   int32_t max_id = -1;
-  impl->vocab.reserve(vocab.size());
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+  vocab.reserve(vocab_json.size());
+  for (auto it = vocab_json.begin(); it != vocab_json.end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
         it.value().get<int64_t>() > INT32_MAX)
       L.format_error("model.vocab[\"" + it.key() + "\"]",
                      "expected a non-negative integer id, got " + it.value().dump());
     const auto id = static_cast<int32_t>(it.value().get<int64_t>());
-    impl->vocab[it.key()] = id;
+    vocab[it.key()] = id;
     max_id = std::max(max_id, id);
   }
   if (const json* unk = L.optional(model, "unk_token")) {
     if (!unk->is_string()) L.format_error("model.unk_token", "expected a string or null");
-    impl->unk_token = unk->get<std::string>();
-    auto it = impl->vocab.find(impl->unk_token);
-    if (it != impl->vocab.end()) impl->unk_id = it->second;
+    unk_token = unk->get<std::string>();
+    auto it = vocab.find(unk_token);
+    if (it != vocab.end()) unk_id = it->second;
   }
   const auto& table = byte_level();
   for (int b = 0; b < 256; ++b) {
     std::string ch;
     append_utf8(ch, table.byte_to_cp[b]);
-    auto it = impl->vocab.find(ch);
-    impl->byte_id[b] = it == impl->vocab.end() ? -1 : it->second;
+    auto it = vocab.find(ch);
+    byte_id[b] = it == vocab.end() ? -1 : it->second;
   }
 
-  const json& merges = L.member(model, "model.", "merges");
-  if (!merges.is_array()) L.format_error("model.merges", "expected an array");
-  impl->merges.reserve(merges.size());
-  for (size_t i = 0; i < merges.size(); ++i) {
+  const json& merges_json = L.member(model, "model.", "merges");
+  if (!merges_json.is_array()) L.format_error("model.merges", "expected an array");
+  merges.reserve(merges_json.size());
+  for (size_t i = 0; i < merges_json.size(); ++i) {
     const std::string field = "model.merges[" + std::to_string(i) + "]";
-    const json& m = merges[i];
+    const json& m = merges_json[i];
     std::string left, right;
     if (m.is_string()) {
       // Legacy form "left right": the library splits at the first space.
@@ -695,72 +690,57 @@ std::unique_ptr<Tokenizer> Tokenizer::load_json(std::string_view text, const std
       L.format_error(field, "expected \"left right\" or [\"left\", \"right\"], got " + m.dump());
     }
     auto find = [&](const std::string& token) {
-      auto it = impl->vocab.find(token);
-      if (it == impl->vocab.end())
+      auto it = vocab.find(token);
+      if (it == vocab.end())
         L.format_error(field, "token \"" + token + "\" is not in model.vocab");
       return it->second;
     };
-    impl->merges.insert_or_assign(find(left), find(right), static_cast<int32_t>(i),
+    merges.insert_or_assign(find(left), find(right), static_cast<int32_t>(i),
                                   find(left + right));
   }
 
-  // ---- normalizer ----
-  if (const json* n = L.optional(root, "normalizer"))
-    parse_normalizer(L, *n, "normalizer", impl->normalizers);
+  return max_id;
+}
 
-  // ---- pre_tokenizer ----
-  {
-    const json* pre = L.optional(root, "pre_tokenizer");
-    if (!pre) L.unsupported("pre_tokenizer", "null is not supported (expected ByteLevel)");
-    const std::string type = L.type_of(*pre, "pre_tokenizer");
-    if (type != "ByteLevel")
-      L.unsupported("pre_tokenizer.type", "pre-tokenizer \"" + type +
-                                              "\" is not supported (only \"ByteLevel\")");
-    impl->add_prefix_space = L.optional_bool(*pre, "pre_tokenizer.", "add_prefix_space", true);
-    if (L.optional_bool(*pre, "pre_tokenizer.", "use_regex", true)) {
-      const std::string pattern = gpt2_pattern();
-      int error = 0;
-      PCRE2_SIZE offset = 0;
-      impl->split = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()),
-                                  PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &error, &offset,
-                                  nullptr);
-      if (!impl->split) {
-        PCRE2_UCHAR message[256];
-        pcre2_get_error_message(error, message, sizeof message);
-        fail(KVC_ERR_INTERNAL, std::string("tokenizer: cannot compile the split pattern: ") +
-                                   reinterpret_cast<const char*>(message));
-      }
-      impl->split_jit = pcre2_jit_compile(impl->split, PCRE2_JIT_COMPLETE) == 0;
+// pre_tokenizer: ByteLevel, with the GPT-2 split pattern unless use_regex is false.
+void Tokenizer::Impl::load_pre_tokenizer(const Loader& L, const json& root) {
+  const json* pre = L.optional(root, "pre_tokenizer");
+  if (!pre) L.unsupported("pre_tokenizer", "null is not supported (expected ByteLevel)");
+  const std::string type = L.type_of(*pre, "pre_tokenizer");
+  if (type != "ByteLevel")
+    L.unsupported("pre_tokenizer.type", "pre-tokenizer \"" + type +
+                                            "\" is not supported (only \"ByteLevel\")");
+  add_prefix_space = L.optional_bool(*pre, "pre_tokenizer.", "add_prefix_space", true);
+  if (L.optional_bool(*pre, "pre_tokenizer.", "use_regex", true)) {
+    const std::string pattern = gpt2_pattern();
+    int error = 0;
+    PCRE2_SIZE offset = 0;
+    split = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), PCRE2_ZERO_TERMINATED,
+                          PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
+    if (!split) {
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(error, message, sizeof message);
+      fail(KVC_ERR_INTERNAL, std::string("tokenizer: cannot compile the split pattern: ") +
+                                 reinterpret_cast<const char*>(message));
     }
+    split_jit = pcre2_jit_compile(split, PCRE2_JIT_COMPLETE) == 0;
   }
+}
 
-  // ---- decoder (post_processor is ignored: kvc never adds special tokens) ----
-  {
-    const json* dec = L.optional(root, "decoder");
-    if (!dec) L.unsupported("decoder", "null is not supported (expected ByteLevel)");
-    const std::string type = L.type_of(*dec, "decoder");
-    if (type != "ByteLevel")
-      L.unsupported("decoder.type",
-                    "decoder \"" + type + "\" is not supported (only \"ByteLevel\")");
-  }
-
-  // ---- added tokens ----
-  // Ids as the library assigns them: a token already in the model vocabulary keeps its id,
-  // a new one gets the next id after the vocabulary. A file whose recorded id differs is
-  // inconsistent (the library only warns); refuse it rather than guess.
-  struct Added {
-    std::string content;
-    int32_t id;
-    bool normalized, special;
-  };
+// added_tokens: ids as the library assigns them: a token already in the model vocabulary
+// keeps its id, a new one gets the next id after the vocabulary. A file whose recorded id
+// differs is inconsistent (the library only warns); refuse it rather than guess.
+std::vector<Tokenizer::Impl::Added> Tokenizer::Impl::load_added_tokens(const Loader& L,
+                                                                       const json& root,
+                                                                       int32_t* max_id) {
   std::vector<Added> added_list;
-  if (const json* added = L.optional(root, "added_tokens")) {
-    if (!added->is_array()) L.format_error("added_tokens", "expected an array");
-    const auto model_size = static_cast<int32_t>(impl->vocab.size());
+  if (const json* list = L.optional(root, "added_tokens")) {
+    if (!list->is_array()) L.format_error("added_tokens", "expected an array");
+    const auto model_size = static_cast<int32_t>(vocab.size());
     int32_t max_added = -1;
-    for (size_t i = 0; i < added->size(); ++i) {
+    for (size_t i = 0; i < list->size(); ++i) {
       const std::string field = "added_tokens[" + std::to_string(i) + "]";
-      const json& t = (*added)[i];
+      const json& t = (*list)[i];
       if (!t.is_object()) L.format_error(field, "expected an object");
       const json& content = L.member(t, field + ".", "content");
       if (!content.is_string()) L.format_error(field + ".content", "expected a string");
@@ -772,9 +752,9 @@ std::unique_ptr<Tokenizer> Tokenizer::load_json(std::string_view text, const std
       Added a{content.get<std::string>(), 0, L.optional_bool(t, field + ".", "normalized", true),
               L.optional_bool(t, field + ".", "special", false)};
       if (a.content.empty()) continue;  // the library ignores empty tokens
-      if (auto it = impl->added.find(a.content); it != impl->added.end()) {
+      if (auto it = added.find(a.content); it != added.end()) {
         a.id = it->second;
-      } else if (auto v = impl->vocab.find(a.content); v != impl->vocab.end()) {
+      } else if (auto v = vocab.find(a.content); v != vocab.end()) {
         a.id = v->second;
       } else {
         a.id = (max_added < 0) ? model_size
@@ -786,8 +766,8 @@ std::unique_ptr<Tokenizer> Tokenizer::load_json(std::string_view text, const std
                                          "\", but tokenizers assigns it id " +
                                          std::to_string(a.id));
       max_added = std::max(max_added, a.id);
-      max_id = std::max(max_id, a.id);
-      impl->added[a.content] = a.id;
+      *max_id = std::max(*max_id, a.id);
+      added[a.content] = a.id;
       added_list.push_back(std::move(a));
     }
   }
@@ -797,29 +777,63 @@ std::unique_ptr<Tokenizer> Tokenizer::load_json(std::string_view text, const std
       if (a.special != (pass == 0)) continue;
       if (a.normalized) {
         std::string storage;
-        impl->normalized_trie.add(impl->normalize(a.content, storage), a.id);
+        normalized_trie.add(normalize(a.content, storage), a.id);
       } else {
-        impl->raw_trie.add(a.content, a.id);
+        raw_trie.add(a.content, a.id);
       }
     }
   }
+  return added_list;
+}
 
-  // ---- id tables ----
+// Per id: the token string, the bytes it decodes to, and whether the id exists.
+void Tokenizer::Impl::build_id_tables(const std::vector<Added>& added_list, int32_t max_id) {
   const size_t size = static_cast<size_t>(max_id + 1);
-  impl->id_token.assign(size, std::string());
-  impl->id_bytes.assign(size, std::string());
-  impl->id_present.assign(size, 0);
-  for (const auto& [token, id] : impl->vocab) {
-    impl->id_token[id] = token;
-    impl->id_present[id] = 1;
+  id_token.assign(size, std::string());
+  id_bytes.assign(size, std::string());
+  id_present.assign(size, 0);
+  for (const auto& [token, id] : vocab) {
+    id_token[id] = token;
+    id_present[id] = 1;
   }
   for (const Added& a : added_list) {  // the added vocabulary takes precedence
-    impl->id_token[a.id] = a.content;
-    impl->id_present[a.id] = 1;
+    id_token[a.id] = a.content;
+    id_present[a.id] = 1;
   }
   for (size_t id = 0; id < size; ++id)
-    if (impl->id_present[id]) impl->id_bytes[id] = token_bytes(impl->id_token[id]);
+    if (id_present[id]) id_bytes[id] = token_bytes(id_token[id]);
+}
 
+std::unique_ptr<Tokenizer> Tokenizer::load_json(std::string_view text, const std::string& origin) {
+  const Loader L{origin};
+  json root;
+  try {
+    root = json::parse(text.begin(), text.end());
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e400
+    fail(KVC_ERR_FORMAT, origin + ": not valid JSON: " + e.what());
+  }
+  if (!root.is_object()) L.format_error("(root)", "expected a JSON object");
+
+  auto impl = std::make_unique<Impl>();
+  impl->serial = g_next_serial.fetch_add(1);
+  // Settings that would change the ids of a single encode are refused rather than ignored.
+  if (L.optional(root, "truncation")) L.unsupported("truncation", "must be null");
+  if (L.optional(root, "padding")) L.unsupported("padding", "must be null");
+
+  int32_t max_id = impl->load_model(L, root);
+  if (const json* n = L.optional(root, "normalizer"))
+    parse_normalizer(L, *n, "normalizer", impl->normalizers);
+  impl->load_pre_tokenizer(L, root);
+  {  // decoder (post_processor is ignored: kvc never adds special tokens)
+    const json* dec = L.optional(root, "decoder");
+    if (!dec) L.unsupported("decoder", "null is not supported (expected ByteLevel)");
+    const std::string type = L.type_of(*dec, "decoder");
+    if (type != "ByteLevel")
+      L.unsupported("decoder.type",
+                    "decoder \"" + type + "\" is not supported (only \"ByteLevel\")");
+  }
+  const std::vector<Impl::Added> added_list = impl->load_added_tokens(L, root, &max_id);
+  impl->build_id_tables(added_list, max_id);
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 

@@ -1,24 +1,17 @@
-// The CUDA backend: weights on the device (once per model), and per session the keys, values
-// and signals in device slots, the rank tables mirrored from the host cache (TableMirror), and
-// the forward pass as cuBLAS GEMMs (16-bit inputs, float32 accumulation and output) plus the
-// kernels of kernels.cu. See docs/cuda.md.
-#include <cublas_v2.h>
-#include <cuda_runtime.h>
-
+// A session of the CUDA backend: the keys, values and signals in device slots, the rank tables
+// mirrored from the host cache (TableMirror), and the forward pass as cuBLAS GEMMs (16-bit
+// inputs, float32 accumulation and output) plus the kernels of kernels.cu. See docs/cuda.md.
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "common/error.h"
-#include "engine/backend.h"
+#include "cuda_model.h"
 #include "engine/kv_cache.h"
 #include "host_convert.h"
 #include "kernels.h"
-#include "model/weights.h"
 #include "table_mirror.h"
 
 namespace kvc::cuda {
@@ -27,184 +20,6 @@ namespace {
 // Tokens per block of a long prefill, as on the CPU: bounds the activations and the attention
 // score scratch (n_heads * block * cache entries floats).
 constexpr int64_t kMaxBlockTokens = 256;
-
-[[noreturn]] void cuda_fail(cudaError_t e, const char* what) {
-  fail(e == cudaErrorMemoryAllocation ? KVC_ERR_OUT_OF_MEMORY : KVC_ERR_BACKEND,
-       std::string("CUDA: ") + what + " failed: " + cudaGetErrorName(e) + " (" +
-           cudaGetErrorString(e) + ")");
-}
-#define KVC_CUDA(call)                                  \
-  do {                                                  \
-    const cudaError_t kvc_e_ = (call);                  \
-    if (kvc_e_ != cudaSuccess) cuda_fail(kvc_e_, #call); \
-  } while (0)
-#define KVC_CUBLAS(call)                                                               \
-  do {                                                                                 \
-    const cublasStatus_t kvc_s_ = (call);                                              \
-    if (kvc_s_ != CUBLAS_STATUS_SUCCESS)                                               \
-      fail(kvc_s_ == CUBLAS_STATUS_ALLOC_FAILED ? KVC_ERR_OUT_OF_MEMORY : KVC_ERR_BACKEND, \
-           std::string("cuBLAS: ") + #call + " failed: " + cublasGetStatusString(kvc_s_)); \
-  } while (0)
-
-// Owning device allocation; resize discards the contents.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { release(); }
-  void resize(size_t bytes) {
-    if (bytes <= bytes_) return;
-    release();
-    KVC_CUDA(cudaMalloc(&ptr_, bytes));
-    bytes_ = bytes;
-  }
-  void swap(DeviceBuffer& o) {
-    std::swap(ptr_, o.ptr_);
-    std::swap(bytes_, o.bytes_);
-  }
-  void release() {
-    if (ptr_) cudaFree(ptr_);
-    ptr_ = nullptr;
-    bytes_ = 0;
-  }
-  template <typename T = void> T* get() const { return static_cast<T*>(ptr_); }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer() {
-    if (ptr_) cudaFreeHost(ptr_);
-  }
-  void resize(size_t bytes) {
-    if (bytes <= bytes_) return;
-    if (ptr_) cudaFreeHost(ptr_);
-    ptr_ = nullptr;
-    bytes_ = 0;
-    KVC_CUDA(cudaMallocHost(&ptr_, bytes));
-    bytes_ = bytes;
-  }
-  template <typename T = void> T* get() const { return static_cast<T*>(ptr_); }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-struct DeviceLayer {
-  const void *qkv, *attn_out, *fc_in, *fc_out;  // 16-bit, nn.Linear layout [out, in]
-  const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
-  const float *qkv_b, *attn_out_b, *fc_in_b, *fc_out_b;
-};
-
-class CudaModel final : public DeviceModel {
- public:
-  CudaModel(const ModelWeights& w, int device, DType dtype)
-      : cfg(w.config), device(device), dtype_(dtype) {
-    KVC_CUDA(cudaSetDevice(device));
-    cudaDeviceProp prop{};
-    KVC_CUDA(cudaGetDeviceProperties(&prop, device));
-    name_ = prop.name;
-    // Sizes first, then one allocation for everything (256-byte aligned pieces).
-    size_t total = 0;
-    const auto reserve = [&total](size_t bytes) {
-      const size_t at = total;
-      total += (bytes + 255) / 256 * 256;
-      return at;
-    };
-    struct Piece {
-      size_t at;
-      const Matrix* m;
-      const float* v;
-      size_t n;
-    };
-    std::vector<Piece> pieces;
-    const auto matrix = [&](const Matrix& m) {
-      pieces.push_back({reserve(static_cast<size_t>(m.rows * m.cols) * 2), &m, nullptr, 0});
-      return pieces.size() - 1;
-    };
-    const auto vec = [&](const float* v, size_t n) {
-      pieces.push_back({reserve(n * sizeof(float)), nullptr, v, n});
-      return pieces.size() - 1;
-    };
-    const size_t H = static_cast<size_t>(cfg.hidden_size);
-    const size_t I = static_cast<size_t>(cfg.intermediate_size);
-    const size_t e_in = matrix(w.embed_in), e_out = matrix(w.embed_out);
-    const size_t fw = vec(w.final_ln_w, H), fb = vec(w.final_ln_b, H);
-    std::vector<std::array<size_t, 12>> idx(w.layers.size());
-    for (size_t l = 0; l < w.layers.size(); ++l) {
-      const LayerWeights& lw = w.layers[l];
-      idx[l] = {matrix(lw.qkv),        matrix(lw.attn_out),     matrix(lw.fc_in),
-                matrix(lw.fc_out),     vec(lw.ln1_w, H),        vec(lw.ln1_b, H),
-                vec(lw.ln2_w, H),      vec(lw.ln2_b, H),        vec(lw.qkv_b, 3 * H),
-                vec(lw.attn_out_b, H), vec(lw.fc_in_b, I),      vec(lw.fc_out_b, H)};
-    }
-    arena_.resize(total);
-    bytes_ = total;
-    // Matrices already in the device type are copied straight from the host mapping; others
-    // are converted through a pinned staging buffer, a block of rows at a time.
-    PinnedBuffer staging;
-    constexpr size_t kStagingBytes = 32u << 20;
-    for (const Piece& p : pieces) {
-      uint8_t* dst = arena_.get<uint8_t>() + p.at;
-      if (p.v) {
-        KVC_CUDA(cudaMemcpy(dst, p.v, p.n * sizeof(float), cudaMemcpyHostToDevice));
-        continue;
-      }
-      const Matrix& m = *p.m;
-      if (m.dtype == dtype) {
-        KVC_CUDA(cudaMemcpy(dst, m.data, m.bytes(), cudaMemcpyHostToDevice));
-        continue;
-      }
-      staging.resize(kStagingBytes);
-      const int64_t rows_per = std::max<int64_t>(1, kStagingBytes / (2 * m.cols));
-      for (int64_t r = 0; r < m.rows; r += rows_per) {
-        const int64_t n = std::min(rows_per, m.rows - r);
-        convert_rows(m, dtype, r, n, staging.get<uint16_t>());
-        KVC_CUDA(cudaMemcpy(dst + static_cast<size_t>(r * m.cols) * 2, staging.get(),
-                            static_cast<size_t>(n * m.cols) * 2, cudaMemcpyHostToDevice));
-      }
-    }
-    const auto at = [&](size_t i) -> const void* { return arena_.get<uint8_t>() + pieces[i].at; };
-    const auto atf = [&](size_t i) { return static_cast<const float*>(at(i)); };
-    embed_in = at(e_in);
-    embed_out = at(e_out);
-    final_ln_w = atf(fw);
-    final_ln_b = atf(fb);
-    for (const auto& i : idx)
-      layers.push_back({at(i[0]), at(i[1]), at(i[2]), at(i[3]), atf(i[4]), atf(i[5]), atf(i[6]),
-                        atf(i[7]), atf(i[8]), atf(i[9]), atf(i[10]), atf(i[11])});
-  }
-
-  std::unique_ptr<ComputeBackend> create_session() override;
-  DType dtype() const override { return dtype_; }
-  size_t weight_bytes() const override { return bytes_; }
-  std::string device_name() const override { return name_; }
-  bool bf16() const { return dtype_ == DType::BF16; }
-  cudaDataType_t cuda_type() const { return bf16() ? CUDA_R_16BF : CUDA_R_16F; }
-
-  const ModelConfig cfg;
-  const int device;
-  const void* embed_in = nullptr;
-  const void* embed_out = nullptr;
-  const float* final_ln_w = nullptr;
-  const float* final_ln_b = nullptr;
-  std::vector<DeviceLayer> layers;
-
- private:
-  DType dtype_;
-  DeviceBuffer arena_;
-  size_t bytes_ = 0;
-  std::string name_;
-};
 
 class CudaSession final : public ComputeBackend {
  public:
@@ -513,54 +328,10 @@ class CudaSession final : public ComputeBackend {
   std::vector<float> signal_host_;
 };
 
+}  // namespace
+
 std::unique_ptr<ComputeBackend> CudaModel::create_session() {
   return std::make_unique<CudaSession>(*this);
 }
 
-class CudaProvider final : public DeviceProvider {
- public:
-  void probe(int device) override {
-    int count = 0;
-    const cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess)
-      fail(KVC_ERR_BACKEND, std::string("no CUDA device: cudaGetDeviceCount returned ") +
-                                cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
-    if (count == 0) fail(KVC_ERR_BACKEND, "no CUDA device: cudaGetDeviceCount found 0 devices");
-    if (device < 0 || device >= count)
-      fail(KVC_ERR_BACKEND, "kvc_model_options.device: CUDA device " + std::to_string(device) +
-                                " does not exist (" + std::to_string(count) + " found)");
-    cudaDeviceProp prop{};
-    KVC_CUDA(cudaGetDeviceProperties(&prop, device));
-    if (prop.major < 8)
-      fail(KVC_ERR_BACKEND, std::string("CUDA device ") + std::to_string(device) + " (" +
-                                prop.name + ") has compute capability " +
-                                std::to_string(prop.major) + "." + std::to_string(prop.minor) +
-                                "; the CUDA backend needs 8.0 or newer");
-  }
-
-  std::unique_ptr<DeviceModel> load(const ModelWeights& weights, int device,
-                                    DType dtype) override {
-    probe(device);
-    require(dtype == DType::F16 || dtype == DType::BF16, KVC_ERR_UNSUPPORTED,
-            std::string("the CUDA backend stores weights in float16 or bfloat16, not ") +
-                dtype_name(dtype));
-    require(weights.config.head_dim <= 256, KVC_ERR_UNSUPPORTED,
-            "the CUDA backend supports head_dim up to 256, the model has " +
-                std::to_string(weights.config.head_dim));
-    return std::make_unique<CudaModel>(weights, device, dtype);
-  }
-};
-
-}  // namespace
 }  // namespace kvc::cuda
-
-extern "C" __attribute__((visibility("default"))) uint32_t kvc_cuda_backend_interface_version() {
-  return kvc::kCudaInterfaceVersion;
-}
-
-extern "C" __attribute__((visibility("default"))) kvc::DeviceProvider* kvc_cuda_backend_create(
-    uint32_t interface_version) {
-  if (interface_version != kvc::kCudaInterfaceVersion) return nullptr;
-  static kvc::cuda::CudaProvider provider;
-  return &provider;
-}

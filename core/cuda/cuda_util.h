@@ -1,0 +1,86 @@
+// Small pieces every file of the CUDA backend uses: error checks that turn a CUDA or cuBLAS
+// failure into a kvc::Error naming the call, and owning device / pinned host buffers.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <string>
+#include <utility>
+
+#include "common/error.h"
+
+namespace kvc::cuda {
+
+[[noreturn]] inline void cuda_fail(cudaError_t e, const char* what) {
+  fail(e == cudaErrorMemoryAllocation ? KVC_ERR_OUT_OF_MEMORY : KVC_ERR_BACKEND,
+       std::string("CUDA: ") + what + " failed: " + cudaGetErrorName(e) + " (" +
+           cudaGetErrorString(e) + ")");
+}
+#define KVC_CUDA(call)                                  \
+  do {                                                  \
+    const cudaError_t kvc_e_ = (call);                  \
+    if (kvc_e_ != cudaSuccess) cuda_fail(kvc_e_, #call); \
+  } while (0)
+#define KVC_CUBLAS(call)                                                               \
+  do {                                                                                 \
+    const cublasStatus_t kvc_s_ = (call);                                              \
+    if (kvc_s_ != CUBLAS_STATUS_SUCCESS)                                               \
+      fail(kvc_s_ == CUBLAS_STATUS_ALLOC_FAILED ? KVC_ERR_OUT_OF_MEMORY : KVC_ERR_BACKEND, \
+           std::string("cuBLAS: ") + #call + " failed: " + cublasGetStatusString(kvc_s_)); \
+  } while (0)
+
+// Owning device allocation; resize discards the contents.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() { release(); }
+  void resize(size_t bytes) {
+    if (bytes <= bytes_) return;
+    release();
+    KVC_CUDA(cudaMalloc(&ptr_, bytes));
+    bytes_ = bytes;
+  }
+  void swap(DeviceBuffer& o) {
+    std::swap(ptr_, o.ptr_);
+    std::swap(bytes_, o.bytes_);
+  }
+  void release() {
+    if (ptr_) cudaFree(ptr_);
+    ptr_ = nullptr;
+    bytes_ = 0;
+  }
+  template <typename T = void> T* get() const { return static_cast<T*>(ptr_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() {
+    if (ptr_) cudaFreeHost(ptr_);
+  }
+  void resize(size_t bytes) {
+    if (bytes <= bytes_) return;
+    if (ptr_) cudaFreeHost(ptr_);
+    ptr_ = nullptr;
+    bytes_ = 0;
+    KVC_CUDA(cudaMallocHost(&ptr_, bytes));
+    bytes_ = bytes;
+  }
+  template <typename T = void> T* get() const { return static_cast<T*>(ptr_); }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace kvc::cuda

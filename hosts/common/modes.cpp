@@ -1,0 +1,25 @@
+#include "modes.h"
+
+namespace kvc::hosts {
+
+const std::vector<Mode>& known_modes() {
+  static const std::vector<Mode> modes = {
+      {"baseline", "baseline", {}, ""},
+      {"streaming", "streaming", {}, ""},
+      {"h2o", "h2o", {}, ""},
+      {"lazy_h2o", "lazy_h2o", {}, ""},
+      {"sepllm", "sepllm", {}, ""},
+      {"unified", "unified", {}, ""},
+      {"lazy_unified", "unified", {{"update_interval", "10"}},
+       "The seed's lazy_unified: unified with the lazy refresh (update_interval 10)"},
+  };
+  return modes;
+}
+
+const Mode* find_mode(const std::string& name) {
+  for (const Mode& m : known_modes())
+    if (m.name == name) return &m;
+  return nullptr;
+}
+
+}  // namespace kvc::hosts
