@@ -1,6 +1,8 @@
 // The rule engine (RuleEngine) and validate_plan on hand-made tables.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "policy_test_util.h"
 
 namespace kvc {
@@ -132,6 +134,205 @@ TEST(PolicyRule, HeadsAtOrBelowTheTriggerAreLeftWhole) {
   EXPECT_EQ(pb.plan.kind, KVC_PLAN_KEEP);
   EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 3, 4, 5}));
   EXPECT_EQ(pb.list(1), iota_ranks(0, 5));
+}
+
+// ---- The rule's ABI 1.1 fields --------------------------------------------------------------
+
+// Positions kept by head g after `plan` is applied to a copy of `c`.
+std::vector<int64_t> kept_after(const Cache& c, const PlanBuffer& pb, size_t g) {
+  Cache copy = c;
+  pb.apply(copy);
+  return copy.heads[g].positions;
+}
+using Pos = std::vector<int64_t>;
+
+TEST(PolicyRule, SmallestOrderKeepsTheLowestScoresWithNanLast) {
+  Cache c(1, 1);
+  c.fill(10, [](int64_t p) { return int32_t(p); }, [](int64_t, int64_t) { return 0.f; });
+  c.heads[0].norms = {5, 3, 9, 1, 1, std::nanf(""), 2, 8, 6, 4};
+  kvc_rule r = make_rule(1, 2, 2);
+  r.heavy_signal = KVC_SIGNAL_KEY_NORM;
+  r.heavy_order = KVC_ORDER_SMALLEST;
+  PlanBuffer pb(c);
+  execute_rule(r, c.make_view(), pb.plan);
+  // Middle ranks 1..7: the two smallest norms are the tied 1s at ranks 3 and 4; NaN is last.
+  EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 3, 4, 8, 9}));
+  c.heads[0].norms = {5, std::nanf(""), std::nanf(""), 9, 9, 9, 9, 9, 6, 4};
+  pb.reset(c);
+  execute_rule(r, c.make_view(), pb.plan);
+  EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 3, 4, 8, 9}));  // numbers before NaNs
+}
+
+TEST(PolicyRule, PerLayerScopeAveragesTheLayersHeads) {
+  Cache c(2, 2);
+  c.fill(6, [](int64_t p) { return int32_t(p); }, [](int64_t g, int64_t p) {
+    switch (g) {
+      case 0: return p == 2 ? 1.0f : 0.f;                   // layer 0, head 0
+      case 1: return p == 3 ? 0.8f : 0.f;                   // layer 0, head 1
+      case 2: return p == 4 ? 0.9f : p == 3 ? 0.6f : 0.f;   // layer 1, head 0
+      default: return p == 3 ? 0.6f : 0.f;                  // layer 1, head 1
+    }
+  });
+  kvc_rule r = make_rule(1, 1, 1, KVC_SCOPE_PER_LAYER);
+  PlanBuffer pb(c);
+  execute_rule(r, c.make_view(), pb.plan);
+  EXPECT_EQ(pb.plan.kind, KVC_PLAN_KEEP);
+  // Layer 0: means 0.5 (position 2) and 0.4 (3); layer 1: 0.6 (3) and 0.45 (4).
+  EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 2, 5}));
+  EXPECT_EQ(pb.list(1), (std::vector<int32_t>{0, 2, 5}));
+  EXPECT_EQ(pb.list(2), (std::vector<int32_t>{0, 3, 5}));
+  EXPECT_EQ(pb.list(3), (std::vector<int32_t>{0, 3, 5}));
+}
+
+TEST(PolicyRule, LayerBudgetsGiveEachLayerItsOwnSize) {
+  Cache c(2, 1);
+  c.fill(6, [](int64_t p) { return int32_t(p); },
+         [](int64_t, int64_t p) { return p == 3 ? 2.f : p == 2 ? 1.f : 0.f; });
+  const int64_t budgets[] = {2, 0};
+  kvc_rule r = make_rule(1, 1, 0);
+  r.layer_heavy_sizes = budgets;
+  r.n_layer_heavy_sizes = 2;
+  RuleEngine engine(r, /*trigger_size=*/2, 2, 1);
+  const int64_t full[] = {6, 6}, fitting[] = {4, 2}, one_over[] = {4, 3};
+  EXPECT_TRUE(engine.over(full));
+  EXPECT_FALSE(engine.over(fitting));
+  EXPECT_TRUE(engine.over(one_over));
+  EXPECT_EQ(engine.max_keep_per_head(), 4);
+  PlanBuffer pb(c);
+  engine.count_step();
+  engine.decide(c.make_view(), pb.plan);
+  EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 2, 3, 5}));
+  EXPECT_EQ(pb.list(1), (std::vector<int32_t>{0, 5}));
+}
+
+TEST(PolicyRule, PoolingSmoothsScoresOverTheMiddle) {
+  Cache c(1, 1);
+  // Middle ranks 1..7 score 0 0 5 0 0 3 3; the sink and the window score 100 (not middle).
+  const float raw[] = {100, 0, 0, 5, 0, 0, 3, 3, 100};
+  c.fill(9, [](int64_t p) { return int32_t(p); }, [&](int64_t, int64_t p) { return raw[p]; });
+  kvc_rule r = make_rule(1, 1, 1);
+  PlanBuffer pb(c);
+  execute_rule(r, c.make_view(), pb.plan);
+  EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 3, 8}));  // unpooled: the 5
+  // Average over 3 neighbours, outside the middle counting 0: ranks 6 and 7 both reach 2
+  // (ranks 2..4 reach 5/3): the older, 6.
+  r.pooling = KVC_POOLING_AVG;
+  r.pool_kernel = 3;
+  pb.reset(c);
+  execute_rule(r, c.make_view(), pb.plan);
+  EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 6, 8}));
+  // Max over the neighbours in the middle: ranks 2, 3 and 4 reach 5: the oldest, 2.
+  r.pooling = KVC_POOLING_MAX;
+  pb.reset(c);
+  execute_rule(r, c.make_view(), pb.plan);
+  EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 2, 8}));
+}
+
+TEST(PolicyRule, TieSignalRanksEqualScoresBeforeAge) {
+  Cache c(1, 1);
+  c.fill(7, [](int64_t p) { return int32_t(p); }, [](int64_t, int64_t p) {
+    return p == 4 ? 2.f : p == 2 ? 1.f : 0.f;  // accumulated attention: the tie-breaker
+  });
+  c.heads[0].last = {0, 1, 1, 1, 1, 1, 0};  // equal heavy scores over the middle
+  kvc_rule r = make_rule(1, 1, 2);
+  r.heavy_signal = KVC_SIGNAL_LAST_ATTENTION;
+  PlanBuffer pb(c);
+  execute_rule(r, c.make_view(), pb.plan);
+  EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 1, 2, 6}));  // age decides
+  r.tie_signal = KVC_SIGNAL_ACC_ATTENTION;
+  pb.reset(c);
+  execute_rule(r, c.make_view(), pb.plan);
+  EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 2, 4, 6}));  // the tie signal decides
+}
+
+// Ada-KV: one layer, two heads, per-head heavy budget 2, floor 0.5 (one each).
+TEST(PolicyRule, AdaptiveAllocationPoolsTheLayersBudget) {
+  Cache c(1, 2);
+  c.fill(6, [](int64_t p) { return int32_t(p); }, [](int64_t g, int64_t p) {
+    const float head0[] = {9, 8, 7, 0, 0, 0}, head1[] = {0, 0, 0, 0, 1, 0};
+    return g == 0 ? head0[p] : head1[p];
+  });
+  kvc_rule r = make_rule(0, 1, 2);
+  r.allocation = KVC_ALLOCATION_ADAPTIVE;
+  r.allocation_floor = 0.5;
+  r.update_interval = 3;  // lazy: steps 1 and 2 go FIFO, step 3 refreshes
+  RuleEngine engine(r, /*trigger_size=*/3, 1, 2);
+  EXPECT_EQ(engine.max_keep_per_head(), 1 + 2 * 2 - 1);
+  const int64_t full[] = {6, 6}, even[] = {3, 3}, ragged[] = {4, 2};
+  EXPECT_TRUE(engine.over(full));
+  EXPECT_FALSE(engine.over(even));
+  EXPECT_FALSE(engine.over(ragged));  // the layer's total decides, not each head
+
+  // A multi-token step refreshes: each head keeps its best one (position 0 / position 4);
+  // the two pooled slots go to the best remaining scores, both in head 0 (8 and 7).
+  PlanBuffer pb(c);
+  engine.count_step();
+  engine.decide(c.make_view(/*n_new=*/6), pb.plan);
+  EXPECT_EQ(pb.plan.kind, KVC_PLAN_KEEP);
+  pb.apply(c);
+  EXPECT_EQ(c.heads[0].positions, (Pos{0, 1, 2, 5}));
+  EXPECT_EQ(c.heads[1].positions, (Pos{4, 5}));
+
+  // Step 2 (not a refresh): each head is back at the size the refresh gave it, dropping its
+  // oldest unprotected middle entry (the previous window, position 5, in both).
+  for (auto& h : c.heads) {
+    h.positions.push_back(6);
+    h.tokens.push_back(6);
+    h.acc.push_back(0.f);
+  }
+  ++c.seen;
+  pb.reset(c);
+  engine.count_step();
+  engine.decide(c.make_view(), pb.plan);
+  EXPECT_EQ(pb.plan.kind, KVC_PLAN_EVICT);
+  pb.apply(c);
+  EXPECT_EQ(c.heads[0].positions, (Pos{0, 1, 2, 6}));
+  EXPECT_EQ(c.heads[1].positions, (Pos{4, 6}));
+}
+
+TEST(PolicyRule, AdaptiveTiesGoToTheOlderPositionThenTheLowerHead) {
+  Cache c(1, 3);
+  // Equal middle scores of 1, except head 2's position 0 (0.5); floor 0, so the layer's three
+  // slots are all pooled: (position 0, head 0), (0, head 1), then (1, head 0) before (1, head 1).
+  c.fill(4, [](int64_t p) { return int32_t(p); },
+         [](int64_t g, int64_t p) { return g == 2 && p == 0 ? 0.5f : 1.f; });
+  kvc_rule r = make_rule(0, 1, 1);
+  r.allocation = KVC_ALLOCATION_ADAPTIVE;
+  r.allocation_floor = 0.0;
+  RuleEngine engine(r, 2, 1, 3);
+  PlanBuffer pb(c);
+  engine.count_step();
+  engine.decide(c.make_view(), pb.plan);
+  EXPECT_EQ(pb.list(0), (std::vector<int32_t>{0, 1, 3}));
+  EXPECT_EQ(pb.list(1), (std::vector<int32_t>{0, 3}));
+  EXPECT_EQ(pb.list(2), (std::vector<int32_t>{3}));
+}
+
+TEST(PolicyRule, ValidateNamesTheDefect) {
+  auto check = [](kvc_rule r, uint32_t signals, const char* needle) {
+    RuleEngine e(r, 10, 2, 2);
+    expect_error([&] { e.validate(signals, "bad: "); }, KVC_ERR_POLICY, {"bad: ", needle});
+  };
+  kvc_rule r = make_rule(1, 1, 1);
+  check(r, 0, "does not request it");
+  r.heavy_order = static_cast<kvc_order>(7);
+  check(r, KVC_SIGNAL_ACC_ATTENTION, "unknown heavy_order 7");
+  r = make_rule(1, 1, 1);
+  r.allocation = KVC_ALLOCATION_ADAPTIVE;
+  r.scope = KVC_SCOPE_SHARED;
+  check(r, KVC_SIGNAL_ACC_ATTENTION, "needs the per-head scope");
+  r = make_rule(1, 1, 1);
+  r.pooling = KVC_POOLING_AVG;
+  r.pool_kernel = 4;
+  check(r, KVC_SIGNAL_ACC_ATTENTION, "odd width");
+  r = make_rule(1, 1, 1);
+  const int64_t three[] = {1, 2, 3};
+  r.layer_heavy_sizes = three;
+  r.n_layer_heavy_sizes = 3;
+  check(r, KVC_SIGNAL_ACC_ATTENTION, "the model has 2 layers");
+  r = make_rule(1, 1, 1);
+  r.heavy_signal = KVC_SIGNAL_WINDOW_ATTENTION;
+  check(r, KVC_SIGNAL_WINDOW_ATTENTION, "a window >= 1");
 }
 
 // ---- validate_plan --------------------------------------------------------------------------
