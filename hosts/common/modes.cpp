@@ -4,14 +4,20 @@ namespace kvc::hosts {
 
 const std::vector<Mode>& known_modes() {
   static const std::vector<Mode> modes = {
-      {"baseline", "baseline", {}, ""},
-      {"streaming", "streaming", {}, ""},
-      {"h2o", "h2o", {}, ""},
-      {"lazy_h2o", "lazy_h2o", {}, ""},
-      {"sepllm", "sepllm", {}, ""},
-      {"unified", "unified", {}, ""},
+      {"baseline", "baseline", {}, "", {}},
+      {"streaming", "streaming", {}, "", {}},
+      {"h2o", "h2o", {}, "", {}},
+      {"lazy_h2o", "lazy_h2o", {}, "", {}},
+      {"sepllm", "sepllm", {}, "", {}},
+      // The seed's --update_interval is for its lazy methods only.
+      {"unified",
+       "unified",
+       {},
+       "",
+       {{"update_interval", "it is for the lazy modes (use --mode lazy_unified, or --param "
+                            "update_interval=N)"}}},
       {"lazy_unified", "unified", {{"update_interval", "10"}},
-       "The seed's lazy_unified: unified with the lazy refresh (update_interval 10)"},
+       "The seed's lazy_unified: unified with the lazy refresh (update_interval 10)", {}},
   };
   return modes;
 }

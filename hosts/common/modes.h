@@ -16,6 +16,8 @@ struct Mode {
   // (flag, --param, config) replaces them.
   std::vector<std::pair<std::string, std::string>> presets;
   std::string description;  // for --list_policies (empty: the policy's own)
+  // Seed flags that do not reach this mode although its policy has the parameter, with why.
+  std::vector<std::pair<std::string, std::string>> ignored_flags;
 };
 
 const std::vector<Mode>& known_modes();

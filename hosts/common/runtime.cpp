@@ -267,6 +267,17 @@ RunSpec make_run(const Options& options, const PolicyCatalog& catalog, const std
                             "' has no parameter '" + key + "'");
       continue;
     }
+    if (preset) {
+      const auto& ignored = preset->ignored_flags;
+      const auto it = std::find_if(ignored.begin(), ignored.end(),
+                                   [&](const auto& i) { return i.first == key; });
+      if (it != ignored.end()) {
+        if (strict && warnings && o.source == Source::CommandLine)
+          warnings->push_back("--" + key + " is ignored by mode '" + run.mode + "': " +
+                              it->second);
+        continue;
+      }
+    }
     const std::string origin = o.source == Source::CommandLine
                                    ? "--" + o.flag + " " + to_text(o.value)
                                    : "[policy] " + key + " = " + to_text(o.value);

@@ -119,6 +119,13 @@ Options make_options(Program program) {
                "tokens scored per recomputation of the sliding baseline"));
   add("eval", "continuous_cache", flag_if(eval, "continuous_cache"), Kind::Bool, false,
       "keep one cache across files instead of resetting per file");
+  {
+    auto& opt = add("eval", "block_size", flag_if(eval, "block_size"), Kind::Int, int64_t{0},
+                    "tokens per forward pass when streaming (exact block scoring; 1 = one "
+                    "token per pass, 0 = the library's default)");
+    opt.min = 0;
+    opt.max = 256;
+  }
 
   // ---- [bench] --------------------------------------------------------------------------------
   positive(add("bench", "seq_lengths", flag_if(!eval, "seq_lengths"), Kind::IntList,

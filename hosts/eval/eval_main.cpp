@@ -47,6 +47,7 @@ Plan plan_runs(const Options& options) {
                  .value_or(options.get_int("policy", "start_size") +
                            options.get_int("policy", "recent_size"));
   p.continuous = options.get_bool("eval", "continuous_cache");
+  p.block_size = static_cast<int32_t>(options.get_int("eval", "block_size"));
 
   auto baseline_run = [&](Protocol protocol) {
     EvalRun run;
@@ -134,6 +135,11 @@ json result_json(const EvalRun& run, const RunResult& result, const Plan& plan,
       {"protocol", protocol_name(run.protocol)},
       {"positions", run.spec.positions_name()},
       {"continuous_cache", plan.protocols.continuous && streamed},
+      {"scoring", {{"block_size", result.block_size},
+                   {"path", result.path},
+                   {"requested_block_size", streamed ? json(plan.protocols.block_size)
+                                                     : json(nullptr)},
+                   {"fallback_reason", result.path_reason}}},
       {"num_eval_tokens", cap ? json(*cap) : json(nullptr)},
       {"data_dir", data_dir},
       {"cache_size", result.total.cache_json()},

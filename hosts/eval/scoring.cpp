@@ -10,15 +10,6 @@ namespace kvc::hosts {
 
 namespace {
 
-// -log softmax(logits)[target], in double: the scorer's own definition of the NLL.
-double nll_of(const float* logits, int32_t vocab, int32_t target) {
-  float max_logit = logits[0];
-  for (int32_t v = 1; v < vocab; ++v) max_logit = std::max(max_logit, logits[v]);
-  double sum = 0;
-  for (int32_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(logits[v]) - max_logit);
-  return std::log(sum) + max_logit - static_cast<double>(logits[target]);
-}
-
 std::string progress_detail(const Tally& tally, size_t file, size_t n_files) {
   return "ppl " + format_fixed(tally.ppl(), 3) + " file " + std::to_string(file + 1) + "/" +
          std::to_string(n_files);
@@ -28,10 +19,22 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// Tokens per kvc_session_score call of the streamed protocols: progress is reported between
+// calls (the library scores each call in blocks of ProtocolSettings::block_size).
+constexpr int64_t kTokensPerCall = 1024;
+
+void take_report(kvc_session* session, RunResult& result) {
+  kvc_score_report r;
+  kvc_score_report_init(&r);
+  check(kvc_session_score_report(session, &r), "reading the score report");
+  result.block_size = r.block_size;
+  result.path = r.path;
+  result.path_reason = r.reason;
+}
+
 RunResult run_stream(const LoadedModel& model, const EvalRun& run, const std::vector<Text>& texts,
                      const std::vector<int64_t>& counts, const ProtocolSettings& settings,
                      int64_t total, const TokenSink& sink) {
-  const int32_t vocab = model.info.vocab_size;
   const int64_t max_pos = model.info.max_position_embeddings;
   // The dense baseline keeps every entry: size the cache for the longest stream it will see.
   int64_t max_entries = 0;
@@ -44,51 +47,59 @@ RunResult run_stream(const LoadedModel& model, const EvalRun& run, const std::ve
     max_entries = std::max<int64_t>(1, settings.continuous ? sum : longest);
   }
   SessionPtr session = make_session(model.model.get(), run.spec, max_entries);
-  std::vector<float> logits(static_cast<size_t>(vocab));
+  std::vector<float> nll(static_cast<size_t>(kTokensPerCall));
+  std::vector<int64_t> entries(static_cast<size_t>(kTokensPerCall));
   RunResult result;
   Progress progress(run.label, total);
   const auto start = std::chrono::steady_clock::now();
   int64_t since_reset = 0;  // tokens fed since the cache was last emptied
+  int64_t cache_before = 0;  // most entries in a (layer, head) before the next step
   int64_t done = 0;
   for (size_t f = 0; f < texts.size(); ++f) {
     if (counts[f] <= 0) continue;
     if (!settings.continuous && since_reset > 0) {
       check(kvc_session_reset(session.get()), "resetting the session");
       since_reset = 0;
+      cache_before = 0;
     }
     const auto& ids = texts[f].ids;
     Tally tally;
-    int64_t cache_before = cache_stats(session.get()).max_entries_now;
-    for (int64_t i = 0; i < counts[f]; ++i) {
-      const kvc_status st = kvc_session_step(session.get(), &ids[static_cast<size_t>(i)], 1,
-                                             KVC_LOGITS_LAST, logits.data(), logits.size());
-      // The message is built only on failure: this loop runs once per token.
-      if (st != KVC_OK)
-        check(st, "step " + std::to_string(i) + " of '" + texts[f].path.string() + "'");
-      TokenRecord r;
-      r.file = f;
-      r.position = i + 1;
-      r.token = ids[static_cast<size_t>(i) + 1];
-      r.nll = nll_of(logits.data(), vocab, r.token);
-      r.cache = cache_stats(session.get()).max_entries_now;
-      // The query's rotary position: its rank in the cache (shift) or its index in the text.
-      const int64_t rotary =
-          run.spec.positions == KVC_POSITIONS_SHIFT ? cache_before : since_reset;
-      r.extrapolated = rotary >= max_pos;
-      tally.add(r);
-      if (sink) sink(r);
-      cache_before = r.cache;
-      ++since_reset;
-      ++done;
-      if (progress.due()) {
-        Tally running = result.total;
-        running.merge(tally);
-        progress.update(done, progress_detail(running, f, texts.size()));
+    for (int64_t off = 0; off < counts[f]; off += kTokensPerCall) {
+      const int64_t m = std::min(kTokensPerCall, counts[f] - off);
+      kvc_score_options so;
+      kvc_score_options_init(&so);
+      so.block_size = settings.block_size;
+      so.cache_entries = entries.data();
+      so.next_token = &ids[static_cast<size_t>(off + m)];  // counts[f] <= ids.size() - 1
+      check(kvc_session_score(session.get(), &ids[static_cast<size_t>(off)],
+                              static_cast<size_t>(m), &so, nll.data(), nll.size()),
+            "scoring tokens " + std::to_string(off) + ".." + std::to_string(off + m) + " of '" +
+                texts[f].path.string() + "'");
+      for (int64_t i = 0; i < m; ++i) {
+        TokenRecord r;
+        r.file = f;
+        r.position = off + i + 1;
+        r.token = ids[static_cast<size_t>(off + i + 1)];
+        r.nll = nll[static_cast<size_t>(i)];
+        r.cache = entries[static_cast<size_t>(i)];
+        // The query's rotary position: its rank in the cache (shift) or its index in the text.
+        const int64_t rotary =
+            run.spec.positions == KVC_POSITIONS_SHIFT ? cache_before : since_reset;
+        r.extrapolated = rotary >= max_pos;
+        tally.add(r);
+        if (sink) sink(r);
+        cache_before = r.cache;
+        ++since_reset;
       }
+      done += m;
+      Tally running = result.total;
+      running.merge(tally);
+      progress.update(done, progress_detail(running, f, texts.size()));
     }
     result.total.merge(tally);
     result.files.emplace_back(f, tally);
   }
+  take_report(session.get(), result);
   result.wall_s = seconds_since(start);
   progress.finish(done, "ppl " + format_fixed(result.total.ppl(), 3));
   return result;
@@ -162,6 +173,7 @@ RunResult run_prefill_windows(const LoadedModel& model, const EvalRun& run,
     result.total.merge(tally);
     result.files.emplace_back(f, tally);
   }
+  take_report(session.get(), result);
   result.wall_s = seconds_since(start);
   progress.finish(done, "ppl " + format_fixed(result.total.ppl(), 3));
   return result;

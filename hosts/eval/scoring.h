@@ -37,6 +37,7 @@ struct ProtocolSettings {
   int64_t window = 256;      // sliding
   int64_t stride = 1;        // sliding
   bool continuous = false;   // stream, dense: one cache across files
+  int32_t block_size = 0;    // stream, dense: tokens per forward pass (0: the library's)
 };
 
 // One scored token.
@@ -83,6 +84,9 @@ struct RunResult {
   Tally total;
   std::vector<std::pair<size_t, Tally>> files;  // (text index, its tally), files scored
   double wall_s = 0;
+  // How the library scored (kvc_session_score_report of the last call).
+  int32_t block_size = 0;
+  std::string path, path_reason;
 };
 
 // How many tokens of each text a run scores under the num_eval_tokens cap.

@@ -235,16 +235,18 @@ TEST_P(BadInput, FailsCleanly) {
   const json& expect = c["expect"];
   if (o.api) {
     EXPECT_NE(o.status, KVC_OK);
-    if (expect.is_object() && expect.contains("status"))
+    if (expect.is_object() && expect.contains("status")) {
       EXPECT_STREQ(kvc_status_name(o.status), expect["status"].get<std::string>().c_str())
           << o.message;
+    }
   } else {
     // 2: bad flags or config (usage), 1: failure at run time; anything else (a signal, a
     // sanitizer's exit) is a crash.
     EXPECT_TRUE(o.exit_code == 1 || o.exit_code == 2) << "exit " << o.exit_code << "\n"
                                                       << o.message;
-    if (expect.is_object() && expect.contains("exit"))
+    if (expect.is_object() && expect.contains("exit")) {
       EXPECT_EQ(o.exit_code, expect["exit"].get<int>()) << o.message;
+    }
   }
   EXPECT_FALSE(o.message.empty());
   for (const auto& m : c["message"])

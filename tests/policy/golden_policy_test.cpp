@@ -33,7 +33,10 @@ std::string param_text(const nlohmann::json& v) {
   if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
   if (v.is_array()) {
     std::string s;
-    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + param_text(v[i]);
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (i) s += ',';  // appended piecewise: GCC 12 warns (-Wrestrict) on "," + string
+      s += param_text(v[i]);
+    }
     return s;
   }
   return v.dump();

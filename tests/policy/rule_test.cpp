@@ -138,12 +138,6 @@ TEST(PolicyRule, HeadsAtOrBelowTheTriggerAreLeftWhole) {
 
 // ---- The rule's ABI 1.1 fields --------------------------------------------------------------
 
-// Positions kept by head g after `plan` is applied to a copy of `c`.
-std::vector<int64_t> kept_after(const Cache& c, const PlanBuffer& pb, size_t g) {
-  Cache copy = c;
-  pb.apply(copy);
-  return copy.heads[g].positions;
-}
 using Pos = std::vector<int64_t>;
 
 TEST(PolicyRule, SmallestOrderKeepsTheLowestScoresWithNanLast) {

@@ -259,9 +259,31 @@ typedef enum kvc_score_mode {
   KVC_SCORE_PREFILL = 1
 } kvc_score_mode;
 
+/* The block size kvc_session_score uses when kvc_score_options.block_size is 0. */
+#define KVC_DEFAULT_BLOCK_SIZE 64
+
 typedef struct kvc_score_options {
   size_t struct_size;
   kvc_score_mode mode;
+  /* ---- ABI minor 1 (fields start past the 1.0 struct, padding included) ---- */
+  /* Optional outputs, one value per fed token (NULL: not wanted); value i belongs to the step
+   * that fed tokens[i]: */
+  int64_t *cache_entries; /* the most entries any (layer, head) holds after it, evictions done */
+  int64_t *evicted;       /* the entries it evicted, summed over (layer, head) */
+  float *logits;          /* n_tokens * vocab_size floats: the logits of every fed token */
+  size_t logits_capacity; /* floats in `logits` */
+  /* Optional: the token that follows tokens[n_tokens - 1] in the text. When given, nll gets
+   * one more value, its NLL (so nll holds n_tokens floats), and a long text can be scored in
+   * consecutive calls without losing the prediction at each call's end. */
+  const int32_t *next_token;
+  /* STREAM: tokens per forward pass (at most 256). 1 feeds one token per pass, the reference
+   * protocol; 0 means KVC_DEFAULT_BLOCK_SIZE. A larger block gives the same per-token results
+   * (docs/block-scoring.md): each layer runs its matrix products for the whole block, then
+   * attends the block's queries in step order with the policy's decision for that layer
+   * between them. Where that cannot be exact (a policy deciding from every layer at once, a
+   * callback policy that does not declare itself layer-local, the CUDA backend) the engine
+   * scores token by token; kvc_session_score_report says which ran and why. */
+  int32_t block_size;
 } kvc_score_options;
 
 /* Fills the defaults (ABI 1.0 layout for the exported function; see the conventions). */
@@ -270,10 +292,26 @@ KVC_API void kvc_score_options_init_size(kvc_score_options *options, size_t stru
 #define kvc_score_options_init(options) \
   kvc_score_options_init_size((options), sizeof *(options))
 
+/* How the last kvc_session_score of a session ran. */
+typedef struct kvc_score_report {
+  size_t struct_size;
+  int32_t block_size; /* tokens per forward pass (1: token by token) */
+  const char *path;   /* "block" (exact, layer by layer), "token", or "prefill" */
+  const char *reason; /* why "token" when a larger block was asked for; else "" */
+} kvc_score_report;
+
+/* Strings are owned by the session and valid until its next call. */
+KVC_API void kvc_score_report_init_size(kvc_score_report *report, size_t struct_size);
+#define kvc_score_report_init(report) \
+  kvc_score_report_init_size((report), sizeof *(report))
+KVC_API kvc_status kvc_session_score_report(const kvc_session *session,
+                                            kvc_score_report *report);
+
 /* Teacher-forced scoring: appends tokens[0..n) to the session and writes
  * nll[i] = -log p(tokens[i+1] | everything before it in the session) for i in [0, n-1),
  * in nats, computed before any eviction of the step that fed tokens[i]. `nll` holds n-1
- * floats (may be NULL). `options` may be NULL (stream). */
+ * floats, or n with options->next_token (may be NULL). `options` may be NULL (stream, the
+ * default block size). */
 KVC_API kvc_status kvc_session_score(kvc_session *session, const int32_t *tokens,
                                      size_t n_tokens, const kvc_score_options *options,
                                      float *nll, size_t nll_capacity);

@@ -258,6 +258,9 @@ typedef struct kvc_cache_view {
   const float *const *window_attention;
   const float *const *key_mean_cosine;
   const float *const *pivotal_count;
+  /* The model layer of the view's first layer: 0 in a view of the whole cache; the layer
+   * itself in the one-layer views given to a layer-local callback (KVC_EXTENSION_LAYER_LOCAL). */
+  int32_t first_layer;
 } kvc_cache_view;
 
 typedef enum kvc_plan_kind {
@@ -312,6 +315,15 @@ typedef struct kvc_policy_descriptor {
    * ("kvc.foo/1"); NULL if unknown. */
   const void *(*get_extension)(void *instance, const char *id);
 } kvc_policy_descriptor;
+
+/* ---- Extensions (get_extension) ---------------------------------------------------------- */
+
+/* A callback policy whose plan for a layer depends only on that layer's entries and signals and
+ * on the step (not on other layers) returns a non-NULL pointer for this id. The engine may then
+ * call decide with a view of one layer (n_layers 1, first_layer set) after that layer has run,
+ * which lets it score a block of tokens layer by layer with token-by-token results
+ * (kvc_score_options.block_size). Without it, a callback policy is scored token by token. */
+#define KVC_EXTENSION_LAYER_LOCAL "kvc.layer_local/1"
 
 /* The entry symbol's type. [any-thread] The host passes its own ABI version; a plugin may
  * return NULL if it cannot work with that host. The descriptor must stay valid and unchanged

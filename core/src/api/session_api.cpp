@@ -49,7 +49,7 @@ KVC_API void kvc_session_options_init_size(kvc_session_options* options, size_t 
 }
 
 KVC_API void(kvc_score_options_init)(kvc_score_options* options) {
-  init_struct(options, default_score_options(), sizeof(kvc_score_options));
+  init_struct(options, default_score_options(), offsetof(kvc_score_options, cache_entries));
 }
 
 KVC_API void kvc_score_options_init_size(kvc_score_options* options, size_t struct_size) {
@@ -126,7 +126,20 @@ KVC_API kvc_status kvc_session_score(kvc_session* session, const int32_t* tokens
     require_arg(tokens, "kvc_session_score", "tokens");
     const kvc_score_options o =
         read_struct(options, default_score_options(), "kvc_score_options");
-    session->session->score(tokens, static_cast<int64_t>(n_tokens), o.mode, nll, nll_capacity);
+    session->session->score(tokens, static_cast<int64_t>(n_tokens), o, nll, nll_capacity);
+  });
+}
+
+KVC_API void kvc_score_report_init_size(kvc_score_report* report, size_t struct_size) {
+  init_struct(report, kvc_score_report{}, struct_size);
+}
+
+KVC_API kvc_status kvc_session_score_report(const kvc_session* session,
+                                            kvc_score_report* report) {
+  return guarded([&] {
+    require_arg(session, "kvc_session_score_report", "session");
+    require_arg(report, "kvc_session_score_report", "report");
+    write_struct(report, session->session->score_report(), "kvc_score_report");
   });
 }
 

@@ -24,6 +24,17 @@ namespace kvc {
 class KvCache;
 struct ModelWeights;
 
+// Exact block scoring (docs/block-scoring.md): a request whose queries attend one at a time in
+// each layer, with the chance to evict between them. `after_query` runs after query t of the
+// request has attended in `layer` (its key and value appended, its signals added) and may
+// change that layer's cache; the next query of that layer then sees the change, exactly as a
+// token-by-token run would.
+class QueryHook {
+ public:
+  virtual ~QueryHook() = default;
+  virtual void after_query(int layer, int64_t t, KvCache& cache) = 0;
+};
+
 struct ForwardRequest {
   const int32_t* tokens = nullptr;
   int64_t n_tokens = 0;
@@ -32,6 +43,7 @@ struct ForwardRequest {
   uint32_t signals = 0;        // KVC_SIGNAL_* to maintain in the cache
   kvc_logits which = KVC_LOGITS_LAST;
   float* logits = nullptr;     // [n_tokens or 1][vocab] as `which` asks
+  QueryHook* per_query = nullptr;  // set: queries attend one at a time (supports_per_query)
 };
 
 // Per-session compute state. Every method may throw kvc::Error.
@@ -42,6 +54,8 @@ class ComputeBackend {
   // Appends the request's tokens to `cache` (metadata always; keys and values where this
   // backend keeps them on the host) and computes what the request asks for.
   virtual void run(const ForwardRequest& request, KvCache& cache) = 0;
+  // Whether run() honours ForwardRequest::per_query.
+  virtual bool supports_per_query() const { return false; }
 
   // The policy is about to read `signals` (KVC_SIGNAL_* bits) through the host cache: bring
   // them up to date there. A no-op for backends that maintain them on the host.

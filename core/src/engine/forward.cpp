@@ -133,7 +133,8 @@ void CpuForward::run_block(const ForwardRequest& req, int64_t offset, int64_t n,
       layer_norm(&x_[t * hidden], lw.ln1_w, lw.ln1_b, eps, hidden, &h_[t * hidden]);
     cpu::matmul(h_.data(), n, lw.qkv, lw.qkv_b, qkv_.data(), pool_);
 
-    attention(layer, n, req.first_position + offset, tokens, req.positions, req.signals, cache);
+    attention(layer, n, offset, req.first_position + offset, tokens, req.positions, req.signals,
+              req.per_query, cache);
     cpu::matmul(ctx_.data(), n, lw.attn_out, lw.attn_out_b, attn_.data(), pool_);
 
     if (cfg_.use_parallel_residual) {
@@ -175,18 +176,57 @@ void CpuForward::run_block(const ForwardRequest& req, int64_t offset, int64_t n,
   cpu::matmul(h_.data(), rows, w_.embed_out, nullptr, out, pool_);
 }
 
-// Appends the block's keys and values to each head's cache, then attends: token t sees the
-// cache and the block's tokens up to itself. Heads are independent, so both run per head on
-// the pool (the appends touch a few cold cache lines per head; in parallel they cost half).
-void CpuForward::attention(int layer, int64_t n, int64_t first_position, const int32_t* tokens,
-                           kvc_position_mode mode, uint32_t signals, KvCache& cache) {
-  const int H = cfg_.n_heads, hd = cfg_.head_dim;
+void CpuForward::attend(HeadCache& hc, const float* qsrc, int64_t qpos, int64_t visible,
+                        kvc_position_mode mode, uint32_t signals, int tid, float* ctx_row) {
+  const int hd = cfg_.head_dim;
   const int half = cfg_.rotary_ndims / 2;
   const int rot = cfg_.rotary_ndims;
+  std::vector<float>& scores = thread_scores_[static_cast<size_t>(tid)];
+  std::vector<float>& q = thread_query_[static_cast<size_t>(tid)];
+  // Rotate the query (rotate_half on the first `rot` channels).
+  const float* qc = rotary_.cos_row(qpos);
+  const float* qs = rotary_.sin_row(qpos);
+  for (int i = 0; i < half; ++i) {
+    q[i] = qsrc[i] * qc[i] - qsrc[i + half] * qs[i];
+    q[i + half] = qsrc[i + half] * qc[i] + qsrc[i] * qs[i];
+  }
+  for (int i = rot; i < hd; ++i) q[i] = qsrc[i];
+
+  if (scores.size() < static_cast<size_t>(visible)) scores.resize(visible);
+  // Under shift, entry r is rotated with position r (its rank); else its own position.
+  cpu::attention_scores(q.data(), hc.key_rows(), hc.value_rows(), hc.slots().data(),
+                        mode == KVC_POSITIONS_SHIFT ? nullptr : hc.positions().data(),
+                        rotary_.cos_table(), rotary_.sin_table(), half, hd, scale_, visible,
+                        scores.data());
+  const float inv = 1.0f / cpu::softmax_exp(scores.data(), visible);
+  for (int64_t r = 0; r < visible; ++r) scores[r] *= inv;
+  cpu::attention_values(scores.data(), hc.value_rows(), hc.slots().data(), hd, visible, ctx_row);
+  if (signals & KVC_SIGNAL_ACC_ATTENTION) {
+    std::vector<float>& acc = hc.acc_attention();
+    for (int64_t r = 0; r < visible; ++r) acc[r] += scores[r];
+  }
+  if (signals & KVC_SIGNAL_LAST_ATTENTION)
+    std::copy(scores.begin(), scores.begin() + visible, hc.last_attention().begin());
+}
+
+// Appends the block's keys and values to each head's cache and attends. Heads are independent,
+// so both run per head on the pool (the appends touch a few cold cache lines per head; in
+// parallel they cost half). Without a hook, every key first, then token t sees the cache and
+// the block's tokens up to itself; with one, each query right after its own key, and the hook
+// after each query (it may evict, so the next query sees the cache as a token-by-token run
+// would, and its rank under shift is the cache size before it).
+void CpuForward::attention(int layer, int64_t n, int64_t offset, int64_t first_position,
+                           const int32_t* tokens, kvc_position_mode mode, uint32_t signals,
+                           QueryHook* hook, KvCache& cache) {
+  const int H = cfg_.n_heads, hd = cfg_.head_dim;
   const int64_t hidden = cfg_.hidden_size;
-  const bool want_acc = (signals & KVC_SIGNAL_ACC_ATTENTION) != 0;
-  const bool want_last = (signals & KVC_SIGNAL_LAST_ATTENTION) != 0;
   const bool want_norms = (signals & KVC_SIGNAL_KEY_NORM) != 0;
+  const auto qkv_row = [&](int64_t t, int64_t h) {
+    return &qkv_[static_cast<size_t>(t * 3 * hidden + h * 3 * hd)];
+  };
+  const auto ctx_row = [&](int64_t t, int64_t h) {
+    return &ctx_[static_cast<size_t>(t * hidden + h * hd)];
+  };
 
   // Largest position any key or query of this block is rotated with: a rank below the cache
   // size once the block is appended (shift), or an original position below the tokens seen so
@@ -195,48 +235,33 @@ void CpuForward::attention(int layer, int64_t n, int64_t first_position, const i
   for (int h = 0; h < H; ++h) max_pos = std::max(max_pos, cache.head(layer, h).size() + n);
   rotary_.ensure(max_pos);
 
+  if (hook != nullptr) {
+    for (int64_t t = 0; t < n; ++t) {
+      pool_.parallel_for(H, [&](int64_t h_begin, int64_t h_end, int tid) {
+        for (int64_t h = h_begin; h < h_end; ++h) {
+          HeadCache& hc = cache.head(layer, static_cast<int>(h));
+          const float* row = qkv_row(t, h);
+          hc.append(row + hd, row + 2 * hd, first_position + t, tokens[t], want_norms);
+          const int64_t size = hc.size();
+          const int64_t qpos = mode == KVC_POSITIONS_SHIFT ? size - 1 : first_position + t;
+          attend(hc, row, qpos, size, mode, signals, tid, ctx_row(t, h));
+        }
+      });
+      hook->after_query(layer, offset + t, cache);
+    }
+    return;
+  }
   pool_.parallel_for(H, [&](int64_t h_begin, int64_t h_end, int tid) {
-    std::vector<float>& scores = thread_scores_[static_cast<size_t>(tid)];
-    std::vector<float>& q = thread_query_[static_cast<size_t>(tid)];
     for (int64_t h = h_begin; h < h_end; ++h) {
       HeadCache& hc = cache.head(layer, static_cast<int>(h));
       for (int64_t t = 0; t < n; ++t) {
-        const float* row = &qkv_[static_cast<size_t>(t * 3 * hidden + h * 3 * hd)];
+        const float* row = qkv_row(t, h);
         hc.append(row + hd, row + 2 * hd, first_position + t, tokens[t], want_norms);
       }
-      const int64_t total = hc.size();
-      const int64_t before = total - n;  // entries cached before this block
-      const auto& slots = hc.slots();
-      const auto& positions = hc.positions();
-      std::vector<float>& acc = hc.acc_attention();
-      std::vector<float>& last = hc.last_attention();
-
+      const int64_t before = hc.size() - n;  // entries cached before this block
       for (int64_t t = 0; t < n; ++t) {
-        const int64_t visible = before + t + 1;
         const int64_t qpos = mode == KVC_POSITIONS_SHIFT ? before + t : first_position + t;
-        const float* qsrc = &qkv_[static_cast<size_t>(t * 3 * hidden + h * 3 * hd)];
-        // Rotate the query (rotate_half on the first `rot` channels).
-        const float* qc = rotary_.cos_row(qpos);
-        const float* qs = rotary_.sin_row(qpos);
-        for (int i = 0; i < half; ++i) {
-          q[i] = qsrc[i] * qc[i] - qsrc[i + half] * qs[i];
-          q[i + half] = qsrc[i + half] * qc[i] + qsrc[i] * qs[i];
-        }
-        for (int i = rot; i < hd; ++i) q[i] = qsrc[i];
-
-        if (scores.size() < static_cast<size_t>(visible)) scores.resize(visible);
-        // Under shift, entry r is rotated with position r (its rank); else its own position.
-        cpu::attention_scores(q.data(), hc.key_rows(), hc.value_rows(), slots.data(),
-                              mode == KVC_POSITIONS_SHIFT ? nullptr : positions.data(),
-                              rotary_.cos_table(), rotary_.sin_table(), half, hd, scale_, visible,
-                              scores.data());
-        const float inv = 1.0f / cpu::softmax_exp(scores.data(), visible);
-        for (int64_t r = 0; r < visible; ++r) scores[r] *= inv;
-        cpu::attention_values(scores.data(), hc.value_rows(), slots.data(), hd, visible,
-                              &ctx_[static_cast<size_t>(t * hidden + h * hd)]);
-        if (want_acc)
-          for (int64_t r = 0; r < visible; ++r) acc[r] += scores[r];
-        if (want_last) std::copy(scores.begin(), scores.begin() + visible, last.begin());
+        attend(hc, qkv_row(t, h), qpos, before + t + 1, mode, signals, tid, ctx_row(t, h));
       }
     }
   });

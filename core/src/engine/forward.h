@@ -52,13 +52,21 @@ class CpuForward final : public ComputeBackend {
   // Appends the request's tokens to `cache` and computes what it asks for. Long batches are
   // processed in blocks; the result does not depend on the block size beyond fp32 rounding.
   void run(const ForwardRequest& request, KvCache& cache) override;
+  bool supports_per_query() const override { return true; }
 
   cpu::ThreadPool& pool() { return pool_; }
 
  private:
   void run_block(const ForwardRequest& request, int64_t offset, int64_t n, KvCache& cache);
-  void attention(int layer, int64_t n, int64_t first_position, const int32_t* tokens,
-                 kvc_position_mode mode, uint32_t signals, KvCache& cache);
+  // Appends the block's keys and values and attends its queries: all keys first (causal
+  // prefill), or, with `hook`, one query at a time with the hook after each.
+  void attention(int layer, int64_t n, int64_t offset, int64_t first_position,
+                 const int32_t* tokens, kvc_position_mode mode, uint32_t signals, QueryHook* hook,
+                 KvCache& cache);
+  // One query of one head over the first `visible` entries of its cache, rotated with
+  // position `qpos`; writes the head's context row and adds the probabilities to the signals.
+  void attend(HeadCache& hc, const float* qkv_row, int64_t qpos, int64_t visible,
+              kvc_position_mode mode, uint32_t signals, int tid, float* ctx_row);
   void ensure_scratch(int64_t n);
 
   const ModelWeights& w_;

@@ -134,19 +134,18 @@ void KvCache::clear() {
   for (auto& h : heads_) h.clear();
 }
 
-const kvc_cache_view& KvCache::make_view(int64_t n_tokens_seen, int64_t n_new,
-                                         uint32_t signals) {
-  view_heads_.resize(heads_.size());
-  for (size_t i = 0; i < heads_.size(); ++i) {
-    const HeadCache& h = heads_[i];
-    kvc_head_view& v = view_heads_[i];
-    v.n_entries = h.size();
-    v.positions = h.positions().data();
-    v.token_ids = h.token_ids().data();
-    v.acc_attention = (signals & KVC_SIGNAL_ACC_ATTENTION) ? h.acc_attention().data() : nullptr;
-    v.last_attention = (signals & KVC_SIGNAL_LAST_ATTENTION) ? h.last_attention().data() : nullptr;
-    v.key_norms = (signals & KVC_SIGNAL_KEY_NORM) ? h.key_norms().data() : nullptr;
-  }
+void KvCache::fill_head_view(size_t i, uint32_t signals) {
+  const HeadCache& h = heads_[i];
+  kvc_head_view& v = view_heads_[i];
+  v.n_entries = h.size();
+  v.positions = h.positions().data();
+  v.token_ids = h.token_ids().data();
+  v.acc_attention = (signals & KVC_SIGNAL_ACC_ATTENTION) ? h.acc_attention().data() : nullptr;
+  v.last_attention = (signals & KVC_SIGNAL_LAST_ATTENTION) ? h.last_attention().data() : nullptr;
+  v.key_norms = (signals & KVC_SIGNAL_KEY_NORM) ? h.key_norms().data() : nullptr;
+}
+
+void KvCache::fill_view(int64_t n_tokens_seen, int64_t n_new) {
   view_ = kvc_cache_view{};
   view_.struct_size = sizeof(kvc_cache_view);
   view_.n_layers = n_layers_;
@@ -154,12 +153,34 @@ const kvc_cache_view& KvCache::make_view(int64_t n_tokens_seen, int64_t n_new,
   view_.n_tokens_seen = n_tokens_seen;
   view_.n_new = n_new;
   view_.heads = view_heads_.data();
+}
+
+const kvc_cache_view& KvCache::make_view(int64_t n_tokens_seen, int64_t n_new,
+                                         uint32_t signals) {
+  view_heads_.resize(heads_.size());
+  for (size_t i = 0; i < heads_.size(); ++i) fill_head_view(i, signals);
+  fill_view(n_tokens_seen, n_new);
+  return view_;
+}
+
+const kvc_cache_view& KvCache::make_layer_view(int layer, int64_t n_tokens_seen, int64_t n_new,
+                                               uint32_t signals) {
+  view_heads_.resize(heads_.size());
+  const size_t first = static_cast<size_t>(layer) * n_heads_;
+  for (size_t i = first; i < first + static_cast<size_t>(n_heads_); ++i)
+    fill_head_view(i, signals);
+  fill_view(n_tokens_seen, n_new);
   return view_;
 }
 
 void KvCache::apply(const kvc_plan& plan) {
+  for (int l = 0; l < n_layers_; ++l) apply_layer(l, plan);
+}
+
+void KvCache::apply_layer(int layer, const kvc_plan& plan) {
   if (plan.kind == KVC_PLAN_NOTHING) return;
-  for (size_t i = 0; i < heads_.size(); ++i) {
+  const size_t first = static_cast<size_t>(layer) * n_heads_;
+  for (size_t i = first; i < first + static_cast<size_t>(n_heads_); ++i) {
     const size_t list = plan.shared ? 0 : i;
     const int32_t* ranks = plan.ranks + list * plan.stride;
     const int64_t count = plan.counts[list];

@@ -107,12 +107,22 @@ class KvCache {
   // Signal arrays are exposed only when `signals` (KVC_SIGNAL_* bits) asks for them.
   const kvc_cache_view& make_view(int64_t n_tokens_seen, int64_t n_new, uint32_t signals);
 
-  // Applies a validated plan.
+  // The view with the heads of `layer` brought up to date and the other layers' entries left
+  // as the last view made them (for decisions that read one layer only).
+  const kvc_cache_view& make_layer_view(int layer, int64_t n_tokens_seen, int64_t n_new,
+                                        uint32_t signals);
+
+  // Applies a validated plan (lists indexed layer * n_heads + head, or list 0 when shared).
   void apply(const kvc_plan& plan);
+  // The same, to the heads of one layer only.
+  void apply_layer(int layer, const kvc_plan& plan);
 
  private:
   int n_layers_, n_heads_;
   std::vector<HeadCache> heads_;
+  void fill_head_view(size_t i, uint32_t signals);
+  void fill_view(int64_t n_tokens_seen, int64_t n_new);
+
   std::vector<kvc_head_view> view_heads_;
   kvc_cache_view view_{};
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "common/error.h"
 #include "engine/forward.h"
@@ -114,15 +115,7 @@ void Session::consult_policy(int64_t n_new) {
   if (!policy_->triggered(counts_.data(), cache_.n_layers(), cache_.n_heads())) return;
   if (signals_ != 0) backend_->fetch_signals(cache_, signals_);
   const kvc_cache_view& view = cache_.make_view(n_seen_, n_new, signals_);
-  const int64_t stride = std::max<int64_t>(cache_.max_entries(), 1);
-  plan_ranks_.resize(cache_.n_head_caches() * static_cast<size_t>(stride));
-  plan_counts_.assign(cache_.n_head_caches(), 0);
-  kvc_plan plan{};
-  plan.struct_size = sizeof(plan);
-  plan.kind = KVC_PLAN_NOTHING;
-  plan.ranks = plan_ranks_.data();
-  plan.stride = stride;
-  plan.counts = plan_counts_.data();
+  kvc_plan plan = plan_buffers(std::max<int64_t>(cache_.max_entries(), 1));
   policy_->decide(view, plan);  // validated inside; throws KVC_ERR_POLICY on a bad plan
   if (plan.kind == KVC_PLAN_NOTHING) return;
   const int64_t before = cache_.total_entries();
@@ -131,37 +124,257 @@ void Session::consult_policy(int64_t n_new) {
   if (cache_.total_entries() != before) ++n_evictions_;
 }
 
-void Session::score(const int32_t* tokens, int64_t n, kvc_score_mode mode, float* nll,
-                        size_t nll_capacity) {
+// Where score() writes, per fed token (each may be null).
+struct Session::ScoreOutputs {
+  float* nll;                // [n - 1], or [n] with a next token
+  int64_t* cache_entries;    // [n]
+  int64_t* evicted;          // [n]
+  float* logits;             // [n * vocab]
+  const int32_t* tokens;
+  int64_t n;
+  const int32_t* next_token;
+  // The token step i is scored against, or -1.
+  int32_t target(int64_t i) const {
+    return i + 1 < n ? tokens[i + 1] : next_token ? *next_token : -1;
+  }
+};
+
+// Exact block scoring (docs/block-scoring.md): runs after each query of a block in each
+// layer and takes that layer's decision of that step, as the token-by-token run takes it after
+// the whole step; with a LayerZero policy, layer 0 decides and the later layers replay it.
+class Session::BlockHook final : public QueryHook {
+ public:
+  BlockHook(Session& s, int64_t n, PolicyInstance::Layerwise mode)
+      : s_(s), base_step_(s.policy_->steps()), base_seen_(s.n_seen_),
+        size_after(static_cast<size_t>(n), 0), evicted(static_cast<size_t>(n), 0),
+        replay_(mode == PolicyInstance::Layerwise::LayerZero ? static_cast<size_t>(n) : 0) {}
+
+  void after_query(int layer, int64_t t, KvCache& cache) override {
+    const int H = cache.n_heads();
+    const auto layer_sizes = [&](int64_t* most) {
+      int64_t total = 0;
+      *most = 0;
+      for (int h = 0; h < H; ++h) {
+        total += cache.head(layer, h).size();
+        *most = std::max(*most, cache.head(layer, h).size());
+      }
+      return total;
+    };
+    int64_t most = 0;
+    const int64_t before = layer_sizes(&most);
+    Recorded* record = replay_.empty() ? nullptr : &replay_[static_cast<size_t>(t)];
+    if (record != nullptr && layer > 0) {
+      if (!record->ranks.empty() || record->kind != KVC_PLAN_NOTHING) {
+        kvc_plan p{};
+        p.struct_size = sizeof p;
+        p.kind = record->kind;
+        p.shared = 1;
+        p.ranks = record->ranks.data();
+        p.stride = static_cast<int64_t>(record->ranks.size());
+        p.counts = &record->count;
+        cache.apply_layer(layer, p);
+      }
+    } else {
+      s_.counts_.resize(cache.n_head_caches());
+      for (int h = 0; h < H; ++h)
+        s_.counts_[static_cast<size_t>(layer) * H + h] = cache.head(layer, h).size();
+      if (s_.policy_->layer_triggered(layer, s_.counts_.data(), H)) {
+        const kvc_cache_view& view =
+            cache.make_layer_view(layer, base_seen_ + t + 1, 1, s_.signals_);
+        kvc_plan plan = s_.plan_buffers(std::max<int64_t>(most, 1));
+        if (s_.policy_->decide_layer(layer, base_step_ + t + 1, view, plan)) {
+          cache.apply_layer(layer, plan);
+          if (record != nullptr) {
+            record->kind = plan.kind;
+            record->count = plan.counts[0];
+            record->ranks.assign(plan.ranks, plan.ranks + plan.counts[0]);
+          }
+        }
+      }
+    }
+    const int64_t after = layer_sizes(&most);
+    size_after[static_cast<size_t>(t)] = std::max(size_after[static_cast<size_t>(t)], most);
+    evicted[static_cast<size_t>(t)] += before - after;
+  }
+
+ private:
+  struct Recorded {  // layer 0's plan of one step (shared), for the later layers
+    kvc_plan_kind kind = KVC_PLAN_NOTHING;
+    int64_t count = 0;
+    std::vector<int32_t> ranks;
+  };
+  Session& s_;
+  int64_t base_step_, base_seen_;
+
+ public:
+  std::vector<int64_t> size_after, evicted;  // per query of the block
+
+ private:
+  std::vector<Recorded> replay_;
+};
+
+kvc_plan Session::plan_buffers(int64_t stride) {
+  plan_ranks_.resize(cache_.n_head_caches() * static_cast<size_t>(stride));
+  plan_counts_.assign(cache_.n_head_caches(), 0);
+  kvc_plan plan{};
+  plan.struct_size = sizeof(plan);
+  plan.kind = KVC_PLAN_NOTHING;
+  plan.ranks = plan_ranks_.data();
+  plan.stride = stride;
+  plan.counts = plan_counts_.data();
+  return plan;
+}
+
+std::string Session::block_obstacle(int64_t block) const {
+  if (!backend_->supports_per_query())
+    return "the CUDA backend scores one token per forward pass (block scoring is CPU-only)";
+  if (!policy_) return "";
+  std::string why;
+  const PolicyInstance::Layerwise mode = policy_->layerwise(&why);
+  if (mode == PolicyInstance::Layerwise::No) return why;
+  if (max_entries_ > 0 && mode != PolicyInstance::Layerwise::None) {
+    // The block path cannot stop at the exact step a tight max_entries would; it runs only when
+    // the policy's capacity keeps every step within it.
+    const int64_t capacity = policy_->setup().capacity;
+    if (capacity < 0 || std::max(cache_.max_entries(), capacity) + 1 > max_entries_)
+      return "max_entries = " + std::to_string(max_entries_) + " is below what a step of " +
+             "this policy may hold (capacity + 1), so each step is checked alone";
+  }
+  (void)block;
+  return "";
+}
+
+void Session::score(const int32_t* tokens, int64_t n, const kvc_score_options& o, float* nll,
+                    size_t nll_capacity) {
   if (n <= 0) fail(KVC_ERR_INVALID_ARGUMENT, "kvc_session_score: n_tokens must be positive");
-  if (nll != nullptr && nll_capacity < static_cast<size_t>(n - 1))
+  const int64_t vocab = model_.config.vocab_size;
+  // The targets: token i+1 for i < n-1, then the caller's next token if given.
+  const int64_t n_scored = o.next_token ? n : n - 1;
+  if (nll != nullptr && nll_capacity < static_cast<size_t>(n_scored))
     fail(KVC_ERR_BUFFER_TOO_SMALL, "kvc_session_score: the nll buffer holds " +
                                        std::to_string(nll_capacity) + " floats, " +
-                                       std::to_string(n - 1) + " are needed");
-  const int64_t vocab = model_.config.vocab_size;
+                                       std::to_string(n_scored) + " are needed");
+  if (o.next_token && (*o.next_token < 0 || *o.next_token >= vocab))
+    fail(KVC_ERR_OUT_OF_RANGE, "kvc_score_options.next_token " + std::to_string(*o.next_token) +
+                                   " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  if (o.logits != nullptr && o.logits_capacity < static_cast<size_t>(n * vocab))
+    fail(KVC_ERR_BUFFER_TOO_SMALL, "kvc_score_options.logits holds " +
+                                       std::to_string(o.logits_capacity) + " floats, " +
+                                       std::to_string(n * vocab) + " (n_tokens * vocab_size) "
+                                       "are needed");
+  if (o.block_size < 0 || o.block_size > kMaxScoreBlock)
+    fail(KVC_ERR_INVALID_ARGUMENT, "kvc_score_options.block_size: " +
+                                       std::to_string(o.block_size) + " is outside [0, " +
+                                       std::to_string(kMaxScoreBlock) + "]");
   for (int64_t i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= vocab)
       fail(KVC_ERR_OUT_OF_RANGE, "token id " + std::to_string(tokens[i]) + " at index " +
                                      std::to_string(i) + " is outside the vocabulary [0, " +
                                      std::to_string(vocab) + ")");
-  if (mode == KVC_SCORE_PREFILL) {
-    logits_.resize(static_cast<size_t>(n * vocab));
-    step(tokens, n, KVC_LOGITS_ALL, logits_.data(), logits_.size());
-    if (nll)
-      for (int64_t i = 0; i + 1 < n; ++i)
-        nll[i] = nll_of(&logits_[static_cast<size_t>(i * vocab)], vocab, tokens[i + 1]);
+  const ScoreOutputs out{nll, o.cache_entries, o.evicted, o.logits, tokens, n, o.next_token};
+  report_reason_.clear();
+  if (o.mode == KVC_SCORE_PREFILL) {
+    float* logits = o.logits;
+    if (logits == nullptr) {
+      logits_.resize(static_cast<size_t>(n * vocab));
+      logits = logits_.data();
+    }
+    const int64_t before = cache_.max_entries(), total = cache_.total_entries();
+    step(tokens, n, KVC_LOGITS_ALL, logits, static_cast<size_t>(n * vocab));
+    for (int64_t i = 0; i < n; ++i) {
+      if (nll && out.target(i) >= 0) nll[i] = nll_of(&logits[i * vocab], vocab, out.target(i));
+      // One policy application, after the last token.
+      if (out.cache_entries) out.cache_entries[i] = i + 1 < n ? before + i + 1 : cache_.max_entries();
+      if (out.evicted)
+        out.evicted[i] = i + 1 < n ? 0
+                                   : total + n * static_cast<int64_t>(cache_.n_head_caches()) -
+                                         cache_.total_entries();
+    }
+    report_block_ = static_cast<int32_t>(n);
+    report_path_ = "prefill";
     return;
   }
-  if (mode != KVC_SCORE_STREAM)
+  if (o.mode != KVC_SCORE_STREAM)
     fail(KVC_ERR_INVALID_ARGUMENT, "kvc_score_options.mode: unknown value " +
-                                       std::to_string(mode));
-  logits_.resize(static_cast<size_t>(vocab));
-  for (int64_t i = 0; i < n; ++i) {
-    const bool scored = i + 1 < n && nll != nullptr;
-    step(&tokens[i], 1, scored ? KVC_LOGITS_LAST : KVC_LOGITS_NONE, logits_.data(),
-         logits_.size());
-    if (scored) nll[i] = nll_of(logits_.data(), vocab, tokens[i + 1]);
+                                       std::to_string(o.mode));
+  const int64_t block = o.block_size == 0 ? KVC_DEFAULT_BLOCK_SIZE : o.block_size;
+  const std::string why = block > 1 ? block_obstacle(block) : "";
+  if (block > 1 && why.empty()) {
+    score_blocks(tokens, n, block, out);
+    report_block_ = static_cast<int32_t>(block);
+    report_path_ = "block";
+  } else {
+    score_tokens(tokens, n, out);
+    report_block_ = 1;
+    report_path_ = "token";
+    report_reason_ = why;
   }
+}
+
+void Session::score_tokens(const int32_t* tokens, int64_t n, const ScoreOutputs& out) {
+  const int64_t vocab = model_.config.vocab_size;
+  logits_.resize(static_cast<size_t>(vocab));
+  const int64_t heads = static_cast<int64_t>(cache_.n_head_caches());
+  for (int64_t i = 0; i < n; ++i) {
+    float* logits = out.logits ? out.logits + i * vocab : logits_.data();
+    const bool want = out.logits != nullptr || (out.target(i) >= 0 && out.nll != nullptr);
+    const int64_t total = cache_.total_entries();
+    step(&tokens[i], 1, want ? KVC_LOGITS_LAST : KVC_LOGITS_NONE, logits,
+         static_cast<size_t>(vocab));
+    if (out.nll && out.target(i) >= 0) out.nll[i] = nll_of(logits, vocab, out.target(i));
+    if (out.cache_entries) out.cache_entries[i] = cache_.max_entries();
+    if (out.evicted) out.evicted[i] = total + heads - cache_.total_entries();
+  }
+}
+
+void Session::score_blocks(const int32_t* tokens, int64_t n, int64_t block,
+                           const ScoreOutputs& out) {
+  const int64_t vocab = model_.config.vocab_size;
+  const PolicyInstance::Layerwise mode =
+      policy_ ? policy_->layerwise(nullptr) : PolicyInstance::Layerwise::None;
+  for (int64_t off = 0; off < n; off += block) {
+    const int64_t nb = std::min(block, n - off);
+    if (mode == PolicyInstance::Layerwise::None) check_room(nb);
+    float* logits = out.logits ? out.logits + off * vocab : nullptr;
+    if (logits == nullptr) {
+      logits_.resize(static_cast<size_t>(nb * vocab));
+      logits = logits_.data();
+    }
+    std::optional<BlockHook> hook;
+    if (mode != PolicyInstance::Layerwise::None) hook.emplace(*this, nb, mode);
+    const int64_t before = cache_.max_entries();
+    ForwardRequest req;
+    req.tokens = tokens + off;
+    req.n_tokens = nb;
+    req.first_position = n_seen_;
+    req.positions = positions_;
+    req.signals = signals_;
+    req.which = KVC_LOGITS_ALL;
+    req.logits = logits;
+    req.per_query = hook ? &*hook : nullptr;
+    backend_->run(req, cache_);
+    n_seen_ += nb;
+    for (int64_t t = 0; t < nb; ++t) {
+      if (policy_) policy_->count_step();
+      const int64_t i = off + t;
+      if (out.nll && out.target(i) >= 0)
+        out.nll[i] = nll_of(&logits[t * vocab], vocab, out.target(i));
+      if (out.cache_entries)
+        out.cache_entries[i] = hook ? hook->size_after[static_cast<size_t>(t)] : before + t + 1;
+      const int64_t evicted = hook ? hook->evicted[static_cast<size_t>(t)] : 0;
+      if (out.evicted) out.evicted[i] = evicted;
+      if (evicted > 0) ++n_evictions_;
+    }
+  }
+}
+
+kvc_score_report Session::score_report() const {
+  kvc_score_report r{};
+  r.struct_size = sizeof r;
+  r.block_size = report_block_;
+  r.path = report_path_.c_str();
+  r.reason = report_reason_.c_str();
+  return r;
 }
 
 void Session::reset() {

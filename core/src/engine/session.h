@@ -16,6 +16,9 @@
 
 namespace kvc {
 
+// Tokens per forward pass kvc_session_score accepts (the CPU forward's internal block).
+inline constexpr int32_t kMaxScoreBlock = 256;
+
 struct SessionConfig {
   kvc_position_mode positions = KVC_POSITIONS_SHIFT;
   int64_t max_entries = 0;  // 0 = no limit
@@ -32,8 +35,10 @@ class Session {
   void step(const int32_t* tokens, int64_t n, kvc_logits which, float* logits,
             size_t logits_capacity);
   // kvc_session_score.
-  void score(const int32_t* tokens, int64_t n, kvc_score_mode mode, float* nll,
+  void score(const int32_t* tokens, int64_t n, const kvc_score_options& options, float* nll,
              size_t nll_capacity);
+  // How the last score() ran (kvc_session_score_report).
+  kvc_score_report score_report() const;
   void reset();
   // kvc_session_keep: manual eviction of one or every (layer, head).
   void keep(int32_t layer, int32_t head, const int32_t* ranks, size_t n_ranks);
@@ -43,8 +48,16 @@ class Session {
   const KvCache& cache() const { return cache_; }
 
  private:
+  class BlockHook;
+  struct ScoreOutputs;
+  void score_tokens(const int32_t* tokens, int64_t n, const ScoreOutputs& out);
+  void score_blocks(const int32_t* tokens, int64_t n, int64_t block, const ScoreOutputs& out);
+  // Why a block of `block` tokens cannot be scored layer by layer here ("" if it can).
+  std::string block_obstacle(int64_t block) const;
   void consult_policy(int64_t n_new);
   void check_room(int64_t n_new) const;
+  // A plan over the session's reused buffers, `stride` ranks per list.
+  kvc_plan plan_buffers(int64_t stride);
   static int64_t host_tokenize(void* host_data, const char* text, int32_t* ids, size_t capacity);
 
   const Model& model_;
@@ -60,6 +73,8 @@ class Session {
   std::vector<int64_t> plan_counts_;
   std::vector<int64_t> counts_;
   std::vector<float> logits_;
+  int32_t report_block_ = 0;
+  std::string report_path_, report_reason_;
 };
 
 }  // namespace kvc

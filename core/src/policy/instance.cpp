@@ -111,6 +111,11 @@ void PolicyInstance::create(const PolicyParams& params) {
     if (!s.use_rule) {
       need(s.trigger == KVC_TRIGGER_NEVER || d.decide != nullptr,
            "no rule and no decide callback, but the trigger is not NEVER");
+      if (d.get_extension != nullptr)
+        call("get_extension", KVC_ERR_POLICY, [&] {
+          layer_local_callback_ = d.get_extension(instance_, KVC_EXTENSION_LAYER_LOCAL) != nullptr;
+          return 0;
+        });
     } else {
       rule_.emplace(s.rule, s.trigger == KVC_TRIGGER_OVER_CAPACITY ? s.trigger_size : 0,
                     outer_.n_layers, outer_.n_heads);
@@ -139,6 +144,7 @@ PolicyInstance::~PolicyInstance() {
 }
 
 void PolicyInstance::reset() {
+  steps_ = 0;
   if (rule_) rule_->reset();
   const kvc_policy_descriptor& d = *policy_->desc;
   if (d.reset == nullptr) return;
@@ -146,6 +152,7 @@ void PolicyInstance::reset() {
 }
 
 void PolicyInstance::count_step() {
+  ++steps_;
   if (rule_) rule_->count_step();
 }
 
@@ -161,6 +168,77 @@ bool PolicyInstance::triggered(const int64_t* counts, int32_t n_layers, int32_t 
                          [&](int64_t c) { return c > setup_.trigger_size; });
   }
   return false;
+}
+
+PolicyInstance::Layerwise PolicyInstance::layerwise(std::string* why) const {
+  const auto no = [&](const std::string& reason) {
+    if (why) *why = reason;
+    return Layerwise::No;
+  };
+  if (setup_.trigger == KVC_TRIGGER_NEVER) return Layerwise::None;
+  if (rule_) {
+    switch (rule_->locality()) {
+      case RuleEngine::Locality::PerLayer: return Layerwise::PerLayer;
+      case RuleEngine::Locality::LayerZero: return Layerwise::LayerZero;
+      case RuleEngine::Locality::WholeModel:
+        return no(policy_->label() + " sums its scores over layers other than layer 0 (shared "
+                                     "scope), so a step's decision needs every layer");
+    }
+  }
+  if (layer_local_callback_) return Layerwise::PerLayer;
+  return no(policy_->label() + " decides in a callback that does not declare its decisions "
+                               "layer-local (extension " KVC_EXTENSION_LAYER_LOCAL ")");
+}
+
+bool PolicyInstance::layer_triggered(int32_t layer, const int64_t* counts,
+                                     int32_t n_heads) const {
+  switch (setup_.trigger) {
+    case KVC_TRIGGER_NEVER:
+      return false;
+    case KVC_TRIGGER_EVERY_STEP:
+      return true;
+    case KVC_TRIGGER_OVER_CAPACITY: {
+      if (rule_) return rule_->over_layer(layer, counts);
+      const int64_t* c = counts + static_cast<int64_t>(layer) * n_heads;
+      return std::any_of(c, c + n_heads, [&](int64_t n) { return n > setup_.trigger_size; });
+    }
+  }
+  return false;
+}
+
+bool PolicyInstance::decide_layer(int32_t layer, int64_t step, const kvc_cache_view& view,
+                                  kvc_plan& plan) {
+  plan.kind = KVC_PLAN_NOTHING;
+  plan.shared = 0;
+  try {
+    if (rule_) return rule_->decide_layer(layer, step, view, plan);
+    // A layer-local callback sees its layer as a one-layer cache; its lists are that layer's.
+    const int64_t first = static_cast<int64_t>(layer) * view.n_heads;
+    kvc_cache_view one = view;
+    one.n_layers = 1;
+    one.heads = view.heads + first;
+    one.first_layer = layer;
+    const auto offset = [&](const float* const* a) { return a ? a + first : nullptr; };
+    one.window_attention = offset(view.window_attention);
+    one.key_mean_cosine = offset(view.key_mean_cosine);
+    one.pivotal_count = offset(view.pivotal_count);
+    kvc_plan part = plan;
+    part.ranks = plan.ranks + first * plan.stride;
+    part.counts = plan.counts + first;
+    call("decide", KVC_ERR_POLICY, [&] { return policy_->desc->decide(instance_, &one, &part); });
+    validate_plan(part, one, setup_.capacity, policy_->label());
+    if (part.kind != KVC_PLAN_NOTHING && part.shared) {  // list 0 of the layer for every head
+      for (int32_t h = 1; h < view.n_heads; ++h) {
+        std::copy(part.ranks, part.ranks + part.counts[0], part.ranks + h * part.stride);
+        part.counts[h] = part.counts[0];
+      }
+    }
+    plan.kind = part.kind;
+    return part.kind != KVC_PLAN_NOTHING;
+  } catch (...) {
+    plan.kind = KVC_PLAN_NOTHING;  // never applied
+    throw;
+  }
 }
 
 void PolicyInstance::decide(const kvc_cache_view& view, kvc_plan& plan) {

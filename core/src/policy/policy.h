@@ -83,8 +83,24 @@ class PolicyInstance {
   void reset();
   // Step 2 of the step order: counts the step (every step, also when nothing is evicted).
   void count_step();
+  // Steps counted since create or reset.
+  int64_t steps() const { return steps_; }
   // Whether step 3 runs now, given the entries of every (layer, head) (row-major counts).
   bool triggered(const int64_t* counts, int32_t n_layers, int32_t n_heads) const;
+  // How a block of steps can run layer by layer (exact block scoring) under this policy:
+  //   None       nothing is ever evicted: a block is a plain causal prefill;
+  //   PerLayer   after each query in each layer, that layer's decision (decide_layer);
+  //   LayerZero  after each query in layer 0, one decision replayed on every later layer;
+  //   No         token by token only; *why (if given) says why.
+  enum class Layerwise { None, PerLayer, LayerZero, No };
+  Layerwise layerwise(std::string* why) const;
+  // Whether the decision of `layer` runs now, given the entries of every (layer, head).
+  bool layer_triggered(int32_t layer, const int64_t* counts, int32_t n_heads) const;
+  // The decision of one layer at the count `step` (PerLayer; LayerZero: layer 0, a shared
+  // plan), from `view` whose heads of `layer` are up to date (KvCache::make_layer_view).
+  // Writes only that layer's lists; validated as decide(). Returns whether anything leaves.
+  bool decide_layer(int32_t layer, int64_t step, const kvc_cache_view& view, kvc_plan& plan);
+
   // Step 3: fills `plan` (engine buffers; stride >= the largest n_entries) by running the rule
   // or calling decide, then validates it. Throws KVC_ERR_POLICY naming the plugin, the
   // callback and the defect; the plan is then NOTHING and must not be applied.
@@ -104,6 +120,8 @@ class PolicyInstance {
   kvc_policy_host host_{};   // what the plugin sees: outer_ with our own set_error
   kvc_policy_setup setup_{};
   std::optional<RuleEngine> rule_;
+  bool layer_local_callback_ = false;  // the plugin returned KVC_EXTENSION_LAYER_LOCAL
+  int64_t steps_ = 0;
   void* instance_ = nullptr;
   std::string error_;
 };

@@ -423,113 +423,176 @@ int64_t RuleEngine::evict_fifo(GroupState& state, const kvc_head_view& h, int64_
 // A full selection writes KEEP lists (every group; identity where a group is within its
 // size); a lazy step between refreshes writes EVICT lists (empty where nothing leaves), so
 // that its plan and its application stay proportional to what leaves.
+struct RuleEngine::Step {
+  bool lazy, refresh;
+  kvc_plan_kind kind;
+};
+
+RuleEngine::Step RuleEngine::step_kind(int64_t step, const kvc_cache_view& view) const {
+  Step s;
+  s.lazy = rule_.update_interval > 0;
+  s.refresh = !s.lazy || step % rule_.update_interval == 0 || view.n_new > 1;
+  s.kind = s.refresh ? KVC_PLAN_KEEP : KVC_PLAN_EVICT;
+  if (s.lazy && view.n_layers * view.n_heads > 0 && view.heads[0].positions == nullptr)
+    fail(KVC_ERR_INTERNAL, "a lazy rule needs the entries' positions in the cache view");
+  return s;
+}
+
+// A group left as it is.
+void RuleEngine::unchanged(const Step& s, const kvc_cache_view& view, int64_t gi,
+                           kvc_plan& plan) const {
+  const int64_t n = view.heads[gi].n_entries;
+  if (s.kind == KVC_PLAN_KEEP) {
+    int32_t* out = plan.ranks + gi * plan.stride;
+    for (int64_t r = 0; r < n; ++r) out[r] = static_cast<int32_t>(r);
+  }
+  plan.counts[gi] = s.kind == KVC_PLAN_KEEP ? n : 0;
+}
+
+// One group over its size: a full selection (KEEP list), or lazy FIFO down to `target` (EVICT
+// list). Returns whether anything leaves.
+bool RuleEngine::reduce(const Step& s, const kvc_cache_view& view, int32_t layer, int32_t head,
+                        int64_t gi, int64_t target, GroupState& state, kvc_plan& plan) {
+  const kvc_head_view& h = view.heads[gi];
+  int32_t* out = plan.ranks + gi * plan.stride;
+  if (!s.refresh) {
+    plan.counts[gi] = evict_fifo(state, h, h.n_entries - target, out);
+    return plan.counts[gi] > 0;
+  }
+  plan.counts[gi] = select_group(view, layer, head, h, heavy_of_layer(layer), out);
+  if (s.lazy) {
+    state.protected_positions.clear();
+    for (int64_t r : picked_) state.protected_positions.push_back(h.positions[r]);
+  }
+  return plan.counts[gi] < h.n_entries;
+}
+
+// The shared scope: one group, decided from the heads [0, n_heads_checked) (which must hold
+// the same entries) and written as list 0 of a shared plan.
+bool RuleEngine::reduce_shared(const Step& s, const kvc_cache_view& view,
+                               int64_t n_heads_checked, kvc_plan& plan) {
+  const int64_t n = view.heads[0].n_entries;
+  for (int64_t g = 1; g < n_heads_checked; ++g)
+    if (view.heads[g].n_entries != n)
+      fail(KVC_ERR_INTERNAL,
+           "a shared rule needs every (layer, head) to hold the same entries, but head " +
+               std::to_string(g) + " holds " + std::to_string(view.heads[g].n_entries) +
+               " and head 0 holds " + std::to_string(n));
+  if (n <= trigger_size_) return false;
+  groups_.resize(std::max<size_t>(groups_.size(), 1));
+  if (!reduce(s, view, 0, 0, 0, keep_of_layer(0), groups_[0], plan)) return false;
+  plan.kind = s.kind;
+  plan.shared = 1;
+  return true;
+}
+
+// The groups of one layer (per-head or per-layer scope). Returns whether anything leaves.
+bool RuleEngine::reduce_layer(const Step& s, const kvc_cache_view& view, int32_t l,
+                              kvc_plan& plan) {
+  const int32_t H = view.n_heads;
+  const int64_t first = static_cast<int64_t>(l) * H;
+  groups_.resize(std::max<size_t>(groups_.size(), static_cast<size_t>(view.n_layers) * H));
+  bool evicted = false;
+  if (rule_.allocation == KVC_ALLOCATION_ADAPTIVE) {
+    int64_t total = 0;
+    for (int32_t h = 0; h < H; ++h) total += view.heads[first + h].n_entries;
+    if (total <= H * keep_of_layer(l)) {
+      for (int32_t h = 0; h < H; ++h) unchanged(s, view, first + h, plan);
+    } else if (s.refresh) {
+      select_layer_adaptive(view, l, plan, s.lazy);
+      for (int32_t h = 0; h < H; ++h)
+        evicted |= plan.counts[first + h] < view.heads[first + h].n_entries;
+    } else {
+      // Between refreshes each head returns to the size the last refresh gave it.
+      for (int32_t h = 0; h < H; ++h) {
+        GroupState& state = groups_[first + h];
+        const int64_t target = state.size >= 0 ? state.size : keep_of_layer(l);
+        if (view.heads[first + h].n_entries <= target)
+          unchanged(s, view, first + h, plan);
+        else
+          evicted |= reduce(s, view, l, h, first + h, target, state, plan);
+      }
+    }
+    return evicted;
+  }
+  const int64_t limit = group_limit(l);
+  if (rule_.scope == KVC_SCOPE_PER_LAYER) {
+    const int64_t n = view.heads[first].n_entries;
+    for (int32_t h = 1; h < H; ++h)
+      if (view.heads[first + h].n_entries != n)
+        fail(KVC_ERR_INTERNAL, "a per-layer rule needs the heads of layer " + std::to_string(l) +
+                                   " to hold the same entries");
+    if (n <= limit) {
+      for (int32_t h = 0; h < H; ++h) unchanged(s, view, first + h, plan);
+      return false;
+    }
+    evicted = reduce(s, view, l, 0, first, keep_of_layer(l), groups_[first], plan);
+    const int32_t* list = plan.ranks + first * plan.stride;
+    for (int32_t h = 1; h < H; ++h) {
+      std::copy(list, list + plan.counts[first], plan.ranks + (first + h) * plan.stride);
+      plan.counts[first + h] = plan.counts[first];
+    }
+    return evicted;
+  }
+  for (int32_t h = 0; h < H; ++h) {
+    if (view.heads[first + h].n_entries <= limit)
+      unchanged(s, view, first + h, plan);
+    else
+      evicted |= reduce(s, view, l, h, first + h, keep_of_layer(l), groups_[first + h], plan);
+  }
+  return evicted;
+}
+
 void RuleEngine::decide(const kvc_cache_view& view, kvc_plan& plan) {
   plan.kind = KVC_PLAN_NOTHING;
   plan.shared = 0;
-  const int32_t L = view.n_layers, H = view.n_heads;
-  const int64_t n_heads_total = static_cast<int64_t>(L) * H;
-  if (n_heads_total <= 0) return;
-  const bool lazy = rule_.update_interval > 0;
-  const bool refresh = !lazy || steps_ % rule_.update_interval == 0 || view.n_new > 1;
-  if (lazy && view.heads[0].positions == nullptr)
-    fail(KVC_ERR_INTERNAL, "a lazy rule needs the entries' positions in the cache view");
-  const kvc_plan_kind kind = refresh ? KVC_PLAN_KEEP : KVC_PLAN_EVICT;
-  int32_t* const ranks = plan.ranks;
-  const auto list = [&](int64_t gi) { return ranks + gi * plan.stride; };
-  // A group left as it is; returns false (nothing evicted).
-  const auto unchanged = [&](int64_t gi) {
-    const int64_t n = view.heads[gi].n_entries;
-    if (kind == KVC_PLAN_KEEP)
-      for (int64_t r = 0; r < n; ++r) list(gi)[r] = static_cast<int32_t>(r);
-    plan.counts[gi] = kind == KVC_PLAN_KEEP ? n : 0;
-    return false;
-  };
-  // One group over its size: a full selection (KEEP list), or lazy FIFO down to `target`
-  // (EVICT list). Returns whether anything leaves.
-  const auto reduce = [&](GroupState& state, int32_t layer, int32_t head, int64_t gi,
-                          int64_t target) {
-    const kvc_head_view& h = view.heads[gi];
-    if (!refresh) {
-      plan.counts[gi] = evict_fifo(state, h, h.n_entries - target, list(gi));
-      return plan.counts[gi] > 0;
-    }
-    plan.counts[gi] = select_group(view, layer, head, h, heavy_of_layer(layer), list(gi));
-    if (lazy) {
-      state.protected_positions.clear();
-      for (int64_t r : picked_) state.protected_positions.push_back(h.positions[r]);
-    }
-    return plan.counts[gi] < h.n_entries;
-  };
-  bool evicted = false;
-
+  if (static_cast<int64_t>(view.n_layers) * view.n_heads <= 0) return;
+  const Step s = step_kind(steps_, view);
   if (rule_.scope == KVC_SCOPE_SHARED) {
-    const int64_t n = view.heads[0].n_entries;
-    for (int64_t g = 1; g < n_heads_total; ++g)
-      if (view.heads[g].n_entries != n)
-        fail(KVC_ERR_INTERNAL,
-             "a shared rule needs every (layer, head) to hold the same entries, but head " +
-                 std::to_string(g) + " holds " + std::to_string(view.heads[g].n_entries) +
-                 " and head 0 holds " + std::to_string(n));
-    if (n <= trigger_size_) return;
-    groups_.resize(1);
-    if (!reduce(groups_[0], 0, 0, 0, keep_of_layer(0))) return;
-    plan.kind = kind;
-    plan.shared = 1;
-    for (int64_t g = 1; g < n_heads_total; ++g) plan.counts[g] = plan.counts[0];
+    reduce_shared(s, view, static_cast<int64_t>(view.n_layers) * view.n_heads, plan);
     return;
   }
+  bool evicted = false;
+  for (int32_t l = 0; l < view.n_layers; ++l) evicted |= reduce_layer(s, view, l, plan);
+  if (evicted) plan.kind = s.kind;
+}
 
-  groups_.resize(static_cast<size_t>(n_heads_total));
-  for (int32_t l = 0; l < L; ++l) {
-    const int64_t first = static_cast<int64_t>(l) * H;
-    if (rule_.allocation == KVC_ALLOCATION_ADAPTIVE) {
-      int64_t total = 0;
-      for (int32_t h = 0; h < H; ++h) total += view.heads[first + h].n_entries;
-      if (total <= H * keep_of_layer(l)) {
-        for (int32_t h = 0; h < H; ++h) unchanged(first + h);
-      } else if (refresh) {
-        select_layer_adaptive(view, l, plan, lazy);
-        for (int32_t h = 0; h < H; ++h)
-          evicted |= plan.counts[first + h] < view.heads[first + h].n_entries;
-      } else {
-        // Between refreshes each head returns to the size the last refresh gave it.
-        for (int32_t h = 0; h < H; ++h) {
-          GroupState& state = groups_[first + h];
-          const int64_t target = state.size >= 0 ? state.size : keep_of_layer(l);
-          if (view.heads[first + h].n_entries <= target)
-            unchanged(first + h);
-          else
-            evicted |= reduce(state, l, h, first + h, target);
-        }
-      }
-      continue;
-    }
-    const int64_t limit = group_limit(l);
-    if (rule_.scope == KVC_SCOPE_PER_LAYER) {
-      const int64_t n = view.heads[first].n_entries;
-      for (int32_t h = 1; h < H; ++h)
-        if (view.heads[first + h].n_entries != n)
-          fail(KVC_ERR_INTERNAL, "a per-layer rule needs the heads of layer " +
-                                     std::to_string(l) + " to hold the same entries");
-      if (n <= limit) {
-        for (int32_t h = 0; h < H; ++h) unchanged(first + h);
-        continue;
-      }
-      evicted |= reduce(groups_[first], l, 0, first, keep_of_layer(l));
-      for (int32_t h = 1; h < H; ++h) {
-        std::copy(list(first), list(first) + plan.counts[first], list(first + h));
-        plan.counts[first + h] = plan.counts[first];
-      }
-      continue;
-    }
-    for (int32_t h = 0; h < H; ++h) {
-      if (view.heads[first + h].n_entries <= limit)
-        unchanged(first + h);
-      else
-        evicted |= reduce(groups_[first + h], l, h, first + h, keep_of_layer(l));
-    }
+RuleEngine::Locality RuleEngine::locality() const {
+  if (rule_.scope != KVC_SCOPE_SHARED) return Locality::PerLayer;
+  const bool scored = rule_.heavy_size > 0;
+  const bool layer_zero_only =
+      !scored || (score_layers_.size() == 1 && score_layers_[0] == 0);
+  return layer_zero_only ? Locality::LayerZero : Locality::WholeModel;
+}
+
+bool RuleEngine::over_layer(int32_t layer, const int64_t* counts) const {
+  const int64_t* c = counts + static_cast<int64_t>(layer) * n_heads_;
+  if (rule_.allocation == KVC_ALLOCATION_ADAPTIVE) {
+    int64_t total = 0;
+    for (int32_t h = 0; h < n_heads_; ++h) total += c[h];
+    return total > n_heads_ * keep_of_layer(layer);
   }
-  if (evicted) plan.kind = kind;
+  const int64_t limit =
+      rule_.scope == KVC_SCOPE_SHARED ? trigger_size_ : group_limit(layer);
+  for (int32_t h = 0; h < n_heads_; ++h)
+    if (c[h] > limit) return true;
+  return false;
+}
+
+bool RuleEngine::decide_layer(int32_t layer, int64_t step, const kvc_cache_view& view,
+                              kvc_plan& plan) {
+  plan.kind = KVC_PLAN_NOTHING;
+  plan.shared = 0;
+  const Step s = step_kind(step, view);
+  if (rule_.scope == KVC_SCOPE_SHARED) {
+    if (layer != 0 || locality() != Locality::LayerZero)
+      fail(KVC_ERR_INTERNAL, "a shared rule decides layer by layer only from layer 0, when its "
+                             "scores come from layer 0 alone");
+    return reduce_shared(s, view, view.n_heads, plan);
+  }
+  const bool evicted = reduce_layer(s, view, layer, plan);
+  if (evicted) plan.kind = s.kind;
+  return evicted;
 }
 
 }  // namespace kvc

@@ -42,6 +42,20 @@ class RuleEngine {
   // [n_layers * n_heads] row-major.
   bool over(const int64_t* counts) const;
 
+  // Which layers a decision reads, so that a block of steps can run layer by layer:
+  //   PerLayer    per-head and per-layer scopes: layer l's decision reads layer l only;
+  //   LayerZero   the shared scope scored by layer 0 alone (or by positions and tokens): one
+  //               decision from layer 0, the same for every layer;
+  //   WholeModel  the shared scope scored by other layers: only after every layer has run.
+  enum class Locality { PerLayer, LayerZero, WholeModel };
+  Locality locality() const;
+  // Whether a group of `layer` is over its size (counts as for over()).
+  bool over_layer(int32_t layer, const int64_t* counts) const;
+  // The decision of one layer at step `step` (the count step `step` would have), reading only
+  // that layer's heads of `view` and writing only their lists (for LayerZero: layer 0, the
+  // plan shared). Returns whether anything leaves; the plan's kind is set as by decide().
+  bool decide_layer(int32_t layer, int64_t step, const kvc_cache_view& view, kvc_plan& plan);
+
   // Writes a plan for every group over its size: KEEP lists after a full selection (identity
   // lists for the other groups), EVICT lists on a lazy step between refreshes (empty for the
   // other groups); or leaves the plan at NOTHING when nothing is evicted. `view.n_new > 1` (a multi-token step) always
@@ -65,6 +79,14 @@ class RuleEngine {
     int64_t n = 0, sinks = 0, middle_end = 0, separator_floor = 0;
   };
 
+  struct Step;
+  Step step_kind(int64_t step, const kvc_cache_view& view) const;
+  void unchanged(const Step& s, const kvc_cache_view& view, int64_t gi, kvc_plan& plan) const;
+  bool reduce(const Step& s, const kvc_cache_view& view, int32_t layer, int32_t head,
+              int64_t gi, int64_t target, GroupState& state, kvc_plan& plan);
+  bool reduce_shared(const Step& s, const kvc_cache_view& view, int64_t n_heads_checked,
+                     kvc_plan& plan);
+  bool reduce_layer(const Step& s, const kvc_cache_view& view, int32_t layer, kvc_plan& plan);
   int64_t heavy_of_layer(int32_t layer) const;
   int64_t keep_of_layer(int32_t layer) const;  // sink + recent + separator + heavy
   int64_t group_limit(int32_t layer) const;    // per (layer, head) trigger
