@@ -164,24 +164,26 @@ TEST_P(MatmulDtype, DeterministicAcrossThreadsAndPaths) {
   const DType dtype = GetParam();
   std::mt19937 rng(99);
   ThreadPool pool1(1), pool2(2), pool3(3);
-  for (bool bf16_acts : {false, true}) {
-    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{130, 257}, {64, 2563}, {37, 80}}) {
-      const TestMatrix w = make_matrix(dtype, rows, cols, rng);
-      const std::vector<float> bias = random_vec(static_cast<size_t>(rows), rng);
-      const int64_t n_tokens = 7;
-      const std::vector<float> x = random_vec(static_cast<size_t>(n_tokens * cols), rng);
-      std::vector<float> y1(static_cast<size_t>(n_tokens * rows)), y2(y1), y3(y1), yd(y1);
-      matmul(x.data(), n_tokens, w.m, bias.data(), y1.data(), pool1, bf16_acts);
-      matmul(x.data(), n_tokens, w.m, bias.data(), y2.data(), pool2, bf16_acts);
-      matmul(x.data(), n_tokens, w.m, bias.data(), y3.data(), pool3, bf16_acts);
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        matmul(x.data() + t * cols, 1, w.m, bias.data(), yd.data() + t * rows, pool2, bf16_acts);
-      }
-      EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * 4)) << "1 vs 2 threads";
-      EXPECT_EQ(0, std::memcmp(y1.data(), y3.data(), y1.size() * 4)) << "1 vs 3 threads";
-      EXPECT_EQ(0, std::memcmp(y1.data(), yd.data(), y1.size() * 4)) << "prefill vs decode";
-    }
-  }
+  const auto one_case = [&](bool bf16_acts, int64_t rows, int64_t cols, int64_t n_tokens) {
+    const TestMatrix w = make_matrix(dtype, rows, cols, rng);
+    const std::vector<float> bias = random_vec(static_cast<size_t>(rows), rng);
+    const std::vector<float> x = random_vec(static_cast<size_t>(n_tokens * cols), rng);
+    std::vector<float> y1(static_cast<size_t>(n_tokens * rows)), y2(y1), y3(y1), yd(y1);
+    matmul(x.data(), n_tokens, w.m, bias.data(), y1.data(), pool1, bf16_acts);
+    matmul(x.data(), n_tokens, w.m, bias.data(), y2.data(), pool2, bf16_acts);
+    matmul(x.data(), n_tokens, w.m, bias.data(), y3.data(), pool3, bf16_acts);
+    for (int64_t t = 0; t < n_tokens; ++t)
+      matmul(x.data() + t * cols, 1, w.m, bias.data(), yd.data() + t * rows, pool2, bf16_acts);
+    const std::string what = "[" + std::to_string(rows) + "x" + std::to_string(cols) + "] n=" +
+                             std::to_string(n_tokens) + (bf16_acts ? " bf16 acts" : "");
+    EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * 4)) << what << ": 1 vs 2 threads";
+    EXPECT_EQ(0, std::memcmp(y1.data(), y3.data(), y1.size() * 4)) << what << ": 1 vs 3 threads";
+    EXPECT_EQ(0, std::memcmp(y1.data(), yd.data(), y1.size() * 4)) << what << ": prefill vs decode";
+  };
+  for (bool bf16_acts : {false, true})
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{130, 257}, {64, 2563}, {37, 80}})
+      for (int64_t n_tokens : {7, 70, 300})  // one tile; several tiles; several token blocks
+        one_case(bf16_acts, rows, cols, n_tokens);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllDtypes, MatmulDtype,

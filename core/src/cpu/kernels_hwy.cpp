@@ -15,6 +15,7 @@
 #define HWY_TARGET_INCLUDE "cpu/kernels_hwy.cpp"
 #include <hwy/foreach_target.h>  // re-includes this file once per target
 
+#include <hwy/aligned_allocator.h>
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 
@@ -31,13 +32,20 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 
-// Register tile of the prefill kernel: kGemmRows weight rows x kGemmTokens tokens accumulators.
-// AVX-512 has 32 vector registers, the other targets 16.
+// Register tile of the prefill kernel: kGemmRows weight rows x kGemmTokens tokens of vector
+// accumulators, plus kGemmTokens activation vectors and one weight vector live at once.
+// AVX-512 has 32 vector registers (4 x 6: 24 + 6 + 1), the other targets 16 (2 x 5: 10 + 5 + 1).
 #if HWY_TARGET <= HWY_AVX3
-constexpr int kGemmRows = 4, kGemmTokens = 4;
+constexpr int kGemmRows = 4, kGemmTokens = 6;
 #else
-constexpr int kGemmRows = 4, kGemmTokens = 2;
+constexpr int kGemmRows = 2, kGemmTokens = 5;
 #endif
+// Cache blocking of the prefill kernel: columns per K block (a multiple of every target's
+// 2 x lanes, so that bf16 column pairs never straddle a block), and weight rows per group.
+// A token tile's activations for one K block (kGemmTokens x 2 KiB) stay in L1 while every row
+// tile of the group passes over them; the group's weights for the block (64 x 2 KiB) in L2.
+constexpr int64_t kGemmK = 512;
+constexpr int64_t kGemmGroupRows = 64;
 
 // One vector of weights as fp32 (exact widening).
 HWY_INLINE VF LoadW(DF df, const float* HWY_RESTRICT p) { return hn::LoadU(df, p); }
@@ -203,25 +211,6 @@ void MatvecRows(DType dtype, const void* w, int64_t cols, const float* x, const 
   }
 }
 
-// Rows [0, nr) x tokens [0, nt) of a panel, with nr <= kGemmRows and nt <= kGemmTokens chosen
-// at run time; full tiles take the fast branch.
-HWY_INLINE void PanelTile(int nr, int nt, const float* w, int64_t cols, const float* x,
-                          const float* bias, float* out, int64_t ldo) {
-  if (nr == kGemmRows && nt == kGemmTokens) {
-    return Tile<kGemmRows, kGemmTokens>(w, cols, x, cols, bias, out, ldo);
-  }
-  // Edges: one row at a time (same per-element arithmetic as the full tile).
-  for (int r = 0; r < nr; ++r) {
-    const float* wr = w + r * cols;
-    const float* br = bias ? bias + r : nullptr;
-    int t = 0;
-    for (; t + 2 <= nt; t += 2) {
-      Tile<1, 2>(wr, cols, x + t * cols, cols, br, out + t * ldo + r, ldo);
-    }
-    if (t < nt) Tile<1, 1>(wr, cols, x + t * cols, cols, br, out + t * ldo + r, ldo);
-  }
-}
-
 template <class WT>
 void WidenRows(const WT* HWY_RESTRICT w, int64_t count, float* HWY_RESTRICT out) {
   const DF df;
@@ -248,50 +237,179 @@ void WidenPanelPairs(const hwy::bfloat16_t* HWY_RESTRICT w, int nr, int64_t cols
   }
 }
 
+// Accumulates `steps` vector steps of a packed kR x kT tile into the vector accumulators
+// acc[r * ld_acc + t] (zeroed first with `first`). wp holds, per step, the kR weight vectors;
+// xp, per step, the kT activation vectors (the layouts PackWeights and PackTokens write). Per
+// output: the same multiply-adds in the same order as Tile over the whole row, so the lane
+// sums the caller reduces match the decode kernel bit for bit.
+template <int kR, int kT>
+HWY_INLINE void AccumulateTile(const float* HWY_RESTRICT wp, const float* HWY_RESTRICT xp,
+                               int64_t steps, bool first, float* HWY_RESTRICT acc_io,
+                               int64_t ld_acc) {
+  const DF df;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  VF acc[kR][kT];
+  for (int r = 0; r < kR; ++r)
+    for (int t = 0; t < kT; ++t)
+      acc[r][t] = first ? hn::Zero(df) : hn::Load(df, acc_io + (r * ld_acc + t) * n);
+  for (int64_t s = 0; s < steps; ++s, wp += kR * n, xp += kT * n) {
+    VF xv[kT];
+    for (int t = 0; t < kT; ++t) xv[t] = hn::Load(df, xp + t * n);
+    for (int r = 0; r < kR; ++r) {
+      const VF wv = hn::Load(df, wp + r * n);
+      for (int t = 0; t < kT; ++t) acc[r][t] = hn::MulAdd(wv, xv[t], acc[r][t]);
+    }
+  }
+  for (int r = 0; r < kR; ++r)
+    for (int t = 0; t < kT; ++t) hn::Store(acc[r][t], df, acc_io + (r * ld_acc + t) * n);
+}
+
+// One vector of `count` rows of `src` (stride ld), from column c, as fp32, per step:
+// out[(step * count + row) * n + lane]. Rows past `valid` are zero.
+template <class WT>
+HWY_INLINE void PackPanel(const WT* HWY_RESTRICT src, int64_t ld, int count, int valid,
+                          int64_t k0, int64_t kc, bool pairs, float* HWY_RESTRICT out) {
+  const DF df;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  for (int64_t c = 0; c < kc; c += (pairs ? 2 * n : n)) {
+    const int64_t step = c / n;
+    for (int i = 0; i < count; ++i) {
+      float* dst = out + (step * count + i) * n;
+      if (i >= valid) {
+        hn::Store(hn::Zero(df), df, dst);
+        if (pairs) hn::Store(hn::Zero(df), df, dst + count * n);
+        continue;
+      }
+      const WT* row = src + i * ld + k0 + c;
+      if constexpr (std::is_same_v<WT, hwy::bfloat16_t>) {
+        if (pairs) {  // the decode kernel's pairing: even columns, then odd ones
+          VF even, odd;
+          WidenPairs(df, row, even, odd);
+          hn::Store(even, df, dst);
+          hn::Store(odd, df, dst + count * n);
+          continue;
+        }
+      }
+      hn::Store(LoadW(df, row), df, dst);
+    }
+  }
+}
+
+// y[t * rows + r] for the rows [r0, r1) and every token: x (stride cols) times the weight rows.
+// Loops: tokens in blocks; per block, the activations packed once (token tiles, column steps);
+// rows in groups; per group, K blocks of kGemmK columns whose weights are packed (and widened)
+// once; per K block, token tiles outside and row tiles inside, so that a token tile's packed
+// activations stay in L1 and the group's packed weights in L2, and every tile reads two
+// sequential streams (no power-of-two strides fighting over L1 sets). The lane sums of every
+// output live in `acc` between K blocks and are reduced at the end exactly as Tile reduces
+// them. With bf16 weights the columns of each 2 x lanes block are paired as in TilePairs.
+template <class WT>
+void GemmRowsT(const WT* HWY_RESTRICT w, int64_t rows, int64_t cols, const float* x,
+               int64_t n_tokens, const float* bias, float* y, int64_t r0, int64_t r1) {
+  const DF df;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  constexpr bool kBf16 = std::is_same_v<WT, hwy::bfloat16_t>;
+  const int64_t vec_end = cols / n * n;  // columns the vector loop covers; the rest: scalars
+  const int64_t pair_end = kBf16 ? cols / (2 * n) * (2 * n) : 0;  // bf16: paired columns
+  constexpr int64_t kTokenBlock = 256;  // the forward pass never asks for more at once
+  const int64_t k_blocks = (vec_end + kGemmK - 1) / kGemmK;
+  const int64_t tiles_max = (kTokenBlock + kGemmTokens - 1) / kGemmTokens;
+  thread_local hwy::AlignedFreeUniquePtr<float[]> xpack, wpack, accs;
+  thread_local size_t xpack_size = 0, wpack_size = 0, accs_size = 0;
+  const auto ensure = [](hwy::AlignedFreeUniquePtr<float[]>& p, size_t& size, size_t want) {
+    if (want > size) {
+      p = hwy::AllocateAligned<float>(want);
+      size = want;
+    }
+  };
+  // Packed activations: per K block and token tile, [step][token][lane].
+  const size_t x_tile = static_cast<size_t>(kGemmK * kGemmTokens);
+  ensure(xpack, xpack_size, static_cast<size_t>(k_blocks * tiles_max) * x_tile + 1);
+  // Packed weights of a group's K block: per row tile, [step][row][lane].
+  const int64_t row_tiles = (kGemmGroupRows + kGemmRows - 1) / kGemmRows;
+  ensure(wpack, wpack_size, static_cast<size_t>(row_tiles * kGemmRows * kGemmK) + 1);
+  ensure(accs, accs_size,
+         static_cast<size_t>(row_tiles * kGemmRows * tiles_max * kGemmTokens * n) + 1);
+
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
+    const int64_t nt_block = std::min(kTokenBlock, n_tokens - t0);
+    const int64_t tiles = (nt_block + kGemmTokens - 1) / kGemmTokens;
+    const int64_t ld_acc = tiles * kGemmTokens;  // tokens per acc row (tiles padded)
+    const float* xb = x + t0 * cols;
+    for (int64_t kb = 0; kb < k_blocks; ++kb) {
+      const int64_t k0 = kb * kGemmK, kc = std::min(kGemmK, vec_end - k0);
+      for (int64_t tt = 0; tt < tiles; ++tt) {
+        const int valid = static_cast<int>(std::min<int64_t>(kGemmTokens, nt_block - tt * kGemmTokens));
+        float* dst = xpack.get() + (kb * tiles_max + tt) * x_tile;
+        const float* src = xb + tt * kGemmTokens * cols;
+        // bf16: pair the activations like the weights (within [0, pair_end) only).
+        const int64_t paired = kBf16 ? std::max<int64_t>(0, std::min(kc, pair_end - k0)) : 0;
+        if (paired > 0) {
+          for (int64_t c = 0; c < paired; c += 2 * n)
+            for (int i = 0; i < kGemmTokens; ++i) {
+              float* d = dst + ((c / n) * kGemmTokens + i) * n;
+              for (int64_t l = 0; l < n; ++l) {
+                d[l] = i < valid ? src[i * cols + k0 + c + 2 * l] : 0.0f;
+                d[kGemmTokens * n + l] = i < valid ? src[i * cols + k0 + c + 2 * l + 1] : 0.0f;
+              }
+            }
+        }
+        PackPanel(src, cols, kGemmTokens, valid, k0 + paired, kc - paired, false,
+                  dst + (paired / n) * kGemmTokens * n);
+      }
+    }
+    for (int64_t g0 = r0; g0 < r1; g0 += kGemmGroupRows) {
+      const int64_t ng = std::min(kGemmGroupRows, r1 - g0);
+      const int64_t tiles_r = (ng + kGemmRows - 1) / kGemmRows;
+      for (int64_t kb = 0; kb < k_blocks; ++kb) {
+        const int64_t k0 = kb * kGemmK, kc = std::min(kGemmK, vec_end - k0);
+        const int64_t steps = kc / n;
+        const int64_t paired = kBf16 ? std::max<int64_t>(0, std::min(kc, pair_end - k0)) : 0;
+        for (int64_t rt = 0; rt < tiles_r; ++rt) {
+          const int valid = static_cast<int>(std::min<int64_t>(kGemmRows, ng - rt * kGemmRows));
+          float* dst = wpack.get() + rt * kGemmRows * kGemmK;
+          const WT* src = w + (g0 + rt * kGemmRows) * cols;
+          if (paired > 0) PackPanel(src, cols, kGemmRows, valid, k0, paired, true, dst);
+          PackPanel(src, cols, kGemmRows, valid, k0 + paired, kc - paired, false,
+                    dst + (paired / n) * kGemmRows * n);
+        }
+        for (int64_t tt = 0; tt < tiles; ++tt) {
+          const float* xp = xpack.get() + (kb * tiles_max + tt) * x_tile;
+          for (int64_t rt = 0; rt < tiles_r; ++rt)
+            AccumulateTile<kGemmRows, kGemmTokens>(
+                wpack.get() + rt * kGemmRows * kGemmK, xp, steps, kb == 0,
+                accs.get() + (rt * kGemmRows * ld_acc + tt * kGemmTokens) * n, ld_acc);
+        }
+      }
+      // Reduce each output as Tile does: lane sum, the scalar columns, the bias (token-major,
+      // so that y is written along its rows).
+      for (int64_t t = 0; t < nt_block; ++t) {
+        float* yt = y + (t0 + t) * rows + g0;
+        for (int64_t r = 0; r < ng; ++r) {
+          float s = vec_end > 0 ? hn::GetLane(hn::SumOfLanes(
+                                      df, hn::Load(df, accs.get() + (r * ld_acc + t) * n)))
+                                : 0.0f;
+          const WT* wr = w + (g0 + r) * cols;
+          for (int64_t k = vec_end; k < cols; ++k) s += ScalarW(wr + k) * xb[t * cols + k];
+          if (bias) s += bias[g0 + r];
+          yt[r] = s;
+        }
+      }
+    }
+  }
+}
+
 void GemmRows(DType dtype, const void* w, int64_t rows, int64_t cols, const float* x,
               int64_t n_tokens, const float* bias, float* y, int64_t r0, int64_t r1) {
-  // Tokens per outer block: keep that block of x (read once per row panel) within ~512 KiB of L2.
-  const int64_t token_block = std::clamp<int64_t>(
-      (int64_t{512} << 10) / std::max<int64_t>(1, cols * 4) / kGemmTokens * kGemmTokens,
-      kGemmTokens, 256);
-  thread_local std::vector<float> panel;  // weight rows widened to fp32
-  if (dtype != DType::F32) panel.resize(static_cast<size_t>(kGemmRows * cols));
-  thread_local std::vector<float> xp;  // bf16 only: the token block, columns permuted
-  if (dtype == DType::BF16) xp.resize(static_cast<size_t>(std::min(token_block, n_tokens) * cols));
-
-  for (int64_t t0 = 0; t0 < n_tokens; t0 += token_block) {
-    const int64_t t1 = std::min(n_tokens, t0 + token_block);
-    const float* xb = x + t0 * cols;  // activations of tokens [t0, t1)
-    if (dtype == DType::BF16) {
-      for (int64_t t = t0; t < t1; ++t) {
-        PermutePairs(x + t * cols, cols, xp.data() + (t - t0) * cols);
-      }
-      xb = xp.data();
-    }
-    for (int64_t r = r0; r < r1; r += kGemmRows) {
-      const int nr = static_cast<int>(std::min<int64_t>(kGemmRows, r1 - r));
-      const float* wp;
-      switch (dtype) {
-        case DType::F32:
-          wp = static_cast<const float*>(w) + r * cols;
-          break;
-        case DType::BF16:
-          WidenPanelPairs(static_cast<const hwy::bfloat16_t*>(w) + r * cols, nr, cols,
-                          panel.data());
-          wp = panel.data();
-          break;
-        case DType::F16:
-        default:
-          WidenRows(static_cast<const hwy::float16_t*>(w) + r * cols, nr * cols, panel.data());
-          wp = panel.data();
-          break;
-      }
-      const float* br = bias ? bias + r : nullptr;
-      for (int64_t t = t0; t < t1; t += kGemmTokens) {
-        const int nt = static_cast<int>(std::min<int64_t>(kGemmTokens, t1 - t));
-        PanelTile(nr, nt, wp, cols, xb + (t - t0) * cols, br, y + t * rows + r, rows);
-      }
-    }
+  switch (dtype) {
+    case DType::F32:
+      return GemmRowsT(static_cast<const float*>(w), rows, cols, x, n_tokens, bias, y, r0, r1);
+    case DType::BF16:
+      return GemmRowsT(static_cast<const hwy::bfloat16_t*>(w), rows, cols, x, n_tokens, bias, y,
+                       r0, r1);
+    case DType::F16:
+      return GemmRowsT(static_cast<const hwy::float16_t*>(w), rows, cols, x, n_tokens, bias, y,
+                       r0, r1);
   }
 }
 
