@@ -46,6 +46,7 @@ struct Measurement {
   int64_t kv_cache_size = 0;
   std::vector<double> latencies_ms;    // every timed step of every repetition
   std::vector<double> repetition_avg;  // mean latency of each repetition
+  std::vector<double> prefill_ms;      // the prefill of each repetition
 };
 
 int32_t argmax(const std::vector<float>& logits) {
@@ -59,10 +60,11 @@ double median(std::vector<double> values) {
   return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
-// One prefill + decode run at length `seq_length`; returns the step latencies in ms.
+// One prefill + decode run at length `seq_length`; returns the step latencies in ms and the
+// prefill's time (its S - 1 tokens in one batch, the policy applied once) in *prefill_ms.
 std::vector<double> run_once(kvc_session* session, const kvc_model_info& info,
                              int64_t seq_length, int64_t n_decode, uint64_t seed,
-                             int64_t* kv_cache_size) {
+                             int64_t* kv_cache_size, double* prefill_ms) {
   // The same ids for every mode and repetition at a given length, so modes see equal input.
   std::mt19937_64 rng(seed * 1000003u + static_cast<uint64_t>(seq_length));
   const uint64_t span = static_cast<uint64_t>(info.vocab_size - 200);
@@ -71,9 +73,13 @@ std::vector<double> run_once(kvc_session* session, const kvc_model_info& info,
   std::vector<float> logits(static_cast<size_t>(info.vocab_size));
 
   check(kvc_session_reset(session), "resetting the session");
+  *prefill_ms = 0;
   if (seq_length > 1) {
+    const auto t0 = std::chrono::steady_clock::now();
     check(kvc_session_step(session, ids.data(), ids.size() - 1, KVC_LOGITS_NONE, nullptr, 0),
           "prefill of " + std::to_string(seq_length - 1) + " tokens");
+    *prefill_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   }
   check(kvc_session_step(session, &ids.back(), 1, KVC_LOGITS_LAST, logits.data(), logits.size()),
         "step " + std::to_string(seq_length));
@@ -114,6 +120,13 @@ json result_json(const Measurement& m, int64_t n_decode) {
           {"total_decode_latency_ms", sum / reps},
           {"tokens_per_sec", mean > 0 ? 1000.0 / mean : 0.0},
           {"median_decode_latency_ms", median(m.repetition_avg)},
+          {"prefill_tokens", m.seq_length - 1},
+          {"prefill_ms", median(m.prefill_ms)},
+          {"prefill_tokens_per_sec",
+           median(m.prefill_ms) > 0 ? 1000.0 * static_cast<double>(m.seq_length - 1) /
+                                          median(m.prefill_ms)
+                                    : 0.0},
+          {"repetition_prefill_ms", m.prefill_ms},
           {"repetition_avg_latency_ms", m.repetition_avg},
           {"num_decode_tokens", n_decode}};
 }
@@ -215,8 +228,10 @@ int run_bench(Options& options) {
       m.seq_length = s;
       for (int64_t r = 0; r < warmup + repetitions; ++r) {
         int64_t kv = 0;
-        auto latencies = run_once(session.get(), info, s, n_decode, seed, &kv);
+        double prefill = 0;
+        auto latencies = run_once(session.get(), info, s, n_decode, seed, &kv, &prefill);
         if (r < warmup) continue;
+        m.prefill_ms.push_back(prefill);
         double sum = 0;
         for (double v : latencies) sum += v;
         m.repetition_avg.push_back(sum / static_cast<double>(latencies.size()));

@@ -44,7 +44,7 @@ constexpr int kGemmRows = 2, kGemmTokens = 5;
 // 2 x lanes, so that bf16 column pairs never straddle a block), and weight rows per group.
 // A token tile's activations for one K block (kGemmTokens x 2 KiB) stay in L1 while every row
 // tile of the group passes over them; the group's weights for the block (64 x 2 KiB) in L2.
-constexpr int64_t kGemmK = 512;
+constexpr int64_t kGemmK = 1024;
 constexpr int64_t kGemmGroupRows = 64;
 
 // One vector of weights as fp32 (exact widening).
@@ -242,21 +242,23 @@ void WidenPanelPairs(const hwy::bfloat16_t* HWY_RESTRICT w, int nr, int64_t cols
 // xp, per step, the kT activation vectors (the layouts PackWeights and PackTokens write). Per
 // output: the same multiply-adds in the same order as Tile over the whole row, so the lane
 // sums the caller reduces match the decode kernel bit for bit.
+// `w_step` is the distance between one step's weight vectors and the next (kR * lanes when
+// packed), `w_row` between two rows' (lanes when packed; the row stride when read in place).
 template <int kR, int kT>
-HWY_INLINE void AccumulateTile(const float* HWY_RESTRICT wp, const float* HWY_RESTRICT xp,
-                               int64_t steps, bool first, float* HWY_RESTRICT acc_io,
-                               int64_t ld_acc) {
+HWY_INLINE void AccumulateTile(const float* HWY_RESTRICT wp, int64_t w_step, int64_t w_row,
+                               const float* HWY_RESTRICT xp, int64_t steps, bool first,
+                               float* HWY_RESTRICT acc_io, int64_t ld_acc) {
   const DF df;
   const int64_t n = static_cast<int64_t>(hn::Lanes(df));
   VF acc[kR][kT];
   for (int r = 0; r < kR; ++r)
     for (int t = 0; t < kT; ++t)
       acc[r][t] = first ? hn::Zero(df) : hn::Load(df, acc_io + (r * ld_acc + t) * n);
-  for (int64_t s = 0; s < steps; ++s, wp += kR * n, xp += kT * n) {
+  for (int64_t s = 0; s < steps; ++s, wp += w_step, xp += kT * n) {
     VF xv[kT];
     for (int t = 0; t < kT; ++t) xv[t] = hn::Load(df, xp + t * n);
     for (int r = 0; r < kR; ++r) {
-      const VF wv = hn::Load(df, wp + r * n);
+      const VF wv = hn::LoadU(df, wp + r * w_row);
       for (int t = 0; t < kT; ++t) acc[r][t] = hn::MulAdd(wv, xv[t], acc[r][t]);
     }
   }
@@ -365,20 +367,35 @@ void GemmRowsT(const WT* HWY_RESTRICT w, int64_t rows, int64_t cols, const float
         const int64_t k0 = kb * kGemmK, kc = std::min(kGemmK, vec_end - k0);
         const int64_t steps = kc / n;
         const int64_t paired = kBf16 ? std::max<int64_t>(0, std::min(kc, pair_end - k0)) : 0;
-        for (int64_t rt = 0; rt < tiles_r; ++rt) {
-          const int valid = static_cast<int>(std::min<int64_t>(kGemmRows, ng - rt * kGemmRows));
-          float* dst = wpack.get() + rt * kGemmRows * kGemmK;
-          const WT* src = w + (g0 + rt * kGemmRows) * cols;
-          if (paired > 0) PackPanel(src, cols, kGemmRows, valid, k0, paired, true, dst);
-          PackPanel(src, cols, kGemmRows, valid, k0 + paired, kc - paired, false,
-                    dst + (paired / n) * kGemmRows * n);
+        // f32 weights are read in place when the group has whole row tiles (four rows at a
+        // row stride share L1 sets without evicting each other); others are packed, widened.
+        const bool in_place = std::is_same_v<WT, float> && ng % kGemmRows == 0;
+        if (!in_place) {
+          for (int64_t rt = 0; rt < tiles_r; ++rt) {
+            const int valid =
+                static_cast<int>(std::min<int64_t>(kGemmRows, ng - rt * kGemmRows));
+            float* dst = wpack.get() + rt * kGemmRows * kGemmK;
+            const WT* src = w + (g0 + rt * kGemmRows) * cols;
+            if (paired > 0) PackPanel(src, cols, kGemmRows, valid, k0, paired, true, dst);
+            PackPanel(src, cols, kGemmRows, valid, k0 + paired, kc - paired, false,
+                      dst + (paired / n) * kGemmRows * n);
+          }
         }
         for (int64_t tt = 0; tt < tiles; ++tt) {
           const float* xp = xpack.get() + (kb * tiles_max + tt) * x_tile;
-          for (int64_t rt = 0; rt < tiles_r; ++rt)
-            AccumulateTile<kGemmRows, kGemmTokens>(
-                wpack.get() + rt * kGemmRows * kGemmK, xp, steps, kb == 0,
-                accs.get() + (rt * kGemmRows * ld_acc + tt * kGemmTokens) * n, ld_acc);
+          float* acc_t = accs.get() + tt * kGemmTokens * n;
+          for (int64_t rt = 0; rt < tiles_r; ++rt) {
+            float* a = acc_t + rt * kGemmRows * ld_acc * n;
+            if (in_place) {
+              const float* wr = reinterpret_cast<const float*>(w) + (g0 + rt * kGemmRows) * cols;
+              AccumulateTile<kGemmRows, kGemmTokens>(wr + k0, n, cols, xp, steps, kb == 0, a,
+                                                     ld_acc);
+            } else {
+              AccumulateTile<kGemmRows, kGemmTokens>(wpack.get() + rt * kGemmRows * kGemmK,
+                                                     kGemmRows * n, n, xp, steps, kb == 0, a,
+                                                     ld_acc);
+            }
+          }
         }
       }
       // Reduce each output as Tile does: lane sum, the scalar columns, the bias (token-major,
@@ -514,6 +531,50 @@ void AttentionScores(const float* HWY_RESTRICT q, const float* HWY_RESTRICT keys
   }
 }
 
+// scores[q * lds + r] = scale * <queries[q], column r of kt> for q < nq and the keys query q
+// sees, r < first_count + q (the rest of its vector may be written too): kt holds the keys
+// already rotated, transposed ([hd][ldk], ldk a multiple of the lanes, padding zero).
+// Vectorized over keys, four queries at a time sharing each load of keys.
+void AttentionScoresBlock(const float* HWY_RESTRICT queries, int64_t nq, int64_t hd,
+                          const float* HWY_RESTRICT kt, int64_t ldk, int64_t first_count,
+                          float scale, float* HWY_RESTRICT scores, int64_t lds) {
+  const DF df;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  constexpr int kQ = 4;
+  const VF vscale = hn::Set(df, scale);
+  int64_t q0 = 0;
+  // Keys a query group needs: up to its last query's own, rounded up to whole vectors.
+  const auto keys_for = [&](int64_t last_query) {
+    return std::min(ldk, (first_count + last_query + n - 1) / n * n);
+  };
+  for (; q0 + kQ <= nq; q0 += kQ) {
+    const float* qb = queries + q0 * hd;
+    const int64_t end = keys_for(q0 + kQ - 1);
+    for (int64_t r = 0; r < end; r += n) {
+      VF acc[kQ];
+      for (int j = 0; j < kQ; ++j) acc[j] = hn::Zero(df);
+      for (int64_t d = 0; d < hd; ++d) {
+        const VF kv = hn::LoadU(df, kt + d * ldk + r);
+        for (int j = 0; j < kQ; ++j) acc[j] = hn::MulAdd(hn::Set(df, qb[j * hd + d]), kv, acc[j]);
+      }
+      for (int j = 0; j < kQ; ++j) hn::StoreU(hn::Mul(acc[j], vscale), df, scores + (q0 + j) * lds + r);
+    }
+  }
+  for (; q0 < nq; ++q0) {
+    const float* qb = queries + q0 * hd;
+    const int64_t end = keys_for(q0);
+    for (int64_t r = 0; r < end; r += n) {
+      VF acc = hn::Zero(df);
+      for (int64_t d = 0; d < hd; ++d)
+        acc = hn::MulAdd(hn::Set(df, qb[d]), hn::LoadU(df, kt + d * ldk + r), acc);
+      hn::StoreU(hn::Mul(acc, vscale), df, scores + q0 * lds + r);
+    }
+  }
+}
+
+// The lanes of the best target (the padding AttentionScoresBlock needs).
+int64_t Lanes() { return static_cast<int64_t>(hn::Lanes(DF())); }
+
 // scores[r] = exp(scores[r] - max) over [0, count); returns their sum (count >= 1).
 float SoftmaxExp(float* HWY_RESTRICT scores, int64_t count) {
   const DF df;
@@ -544,9 +605,10 @@ float SoftmaxExp(float* HWY_RESTRICT scores, int64_t count) {
 }
 
 // out[0, hd) = sum over r of probs[r] * (value of entry r), the values at values[slots[r] * hd].
-void AttentionValues(const float* HWY_RESTRICT probs, const float* HWY_RESTRICT values,
-                     const int32_t* HWY_RESTRICT slots, int64_t hd, int64_t count,
-                     float* HWY_RESTRICT out) {
+// AttentionValues over the channels [from, hd).
+void AttentionValuesFrom(const float* HWY_RESTRICT probs, const float* HWY_RESTRICT values,
+                         const int32_t* HWY_RESTRICT slots, int64_t hd, int64_t count,
+                         int64_t from, float* HWY_RESTRICT out) {
   const DF df;
   const DF8 d8;
   const int64_t n = static_cast<int64_t>(hn::Lanes(df));
@@ -559,7 +621,7 @@ void AttentionValues(const float* HWY_RESTRICT probs, const float* HWY_RESTRICT 
     }
     hn::StoreU(acc, d, out + i);
   };
-  int64_t i = 0;
+  int64_t i = from;
   for (; i + n <= hd; i += n) channels(df, i);
   for (; i + n8 <= hd; i += n8) channels(d8, i);
   for (; i < hd; ++i) {
@@ -568,6 +630,54 @@ void AttentionValues(const float* HWY_RESTRICT probs, const float* HWY_RESTRICT 
     out[i] = acc;
   }
 }
+
+void AttentionValues(const float* HWY_RESTRICT probs, const float* HWY_RESTRICT values,
+                     const int32_t* HWY_RESTRICT slots, int64_t hd, int64_t count,
+                     float* HWY_RESTRICT out) {
+  AttentionValuesFrom(probs, values, slots, hd, count, 0, out);
+}
+
+// out[q * ldo + i] = sum over r < first_count + q of probs[q * ldp + r] * value(slots[r])[i]
+// for q < nq and i < hd (query q sees one key more than query q - 1); each sum in the order
+// of r, as AttentionValues adds them. Per key, up to four channel vectors of the value row
+// are loaded once for four queries (whose probabilities past their own keys must be zero).
+void AttentionValuesBlock(const float* HWY_RESTRICT probs, int64_t ldp, int64_t nq,
+                          const float* HWY_RESTRICT values, const int32_t* HWY_RESTRICT slots,
+                          int64_t hd, int64_t first_count, float* HWY_RESTRICT out,
+                          int64_t ldo) {
+  const DF df;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(df));
+  constexpr int kQ = 4, kC = 4;
+  const int64_t vec_hd = hd / n * n;
+  for (int64_t q0 = 0; q0 < nq; q0 += kQ) {
+    const int nqt = static_cast<int>(std::min<int64_t>(kQ, nq - q0));
+    const int64_t count = first_count + q0 + nqt - 1;  // the group's last query sees the most
+    for (int64_t i0 = 0; i0 < vec_hd; i0 += kC * n) {
+      const int nc = static_cast<int>(std::min<int64_t>(kC, (vec_hd - i0) / n));
+      VF acc[kQ][kC];
+      for (int j = 0; j < kQ; ++j)
+        for (int c = 0; c < kC; ++c) acc[j][c] = hn::Zero(df);
+      for (int64_t r = 0; r < count; ++r) {
+        const float* v = values + static_cast<int64_t>(slots[r]) * hd + i0;
+        VF vv[kC];
+        for (int c = 0; c < nc; ++c) vv[c] = hn::LoadU(df, v + c * n);
+        for (int j = 0; j < nqt; ++j) {
+          const VF p = hn::Set(df, probs[(q0 + j) * ldp + r]);
+          for (int c = 0; c < nc; ++c) acc[j][c] = hn::MulAdd(p, vv[c], acc[j][c]);
+        }
+      }
+      for (int j = 0; j < nqt; ++j)
+        for (int c = 0; c < nc; ++c) hn::StoreU(acc[j][c], df, out + (q0 + j) * ldo + i0 + c * n);
+    }
+    // Channels past the last full vector, as AttentionValues does them (narrower vectors
+    // first): per query.
+    if (vec_hd < hd)
+      for (int j = 0; j < nqt; ++j)
+        AttentionValuesFrom(probs + (q0 + j) * ldp, values, slots, hd, count, vec_hd,
+                            out + (q0 + j) * ldo);
+  }
+}
+
 
 // Exact-erf GELU in place: x <- 0.5 x (1 + erf(x / sqrt 2)) = 0.5 x erfc(-x / sqrt 2).
 // erfc(z) for z = |x| / sqrt 2 uses the Chebyshev fit erfc(z) = t exp(-z^2 + P(t)),
@@ -632,6 +742,9 @@ HWY_EXPORT(AttentionScores);
 HWY_EXPORT(SoftmaxExp);
 HWY_EXPORT(AttentionValues);
 HWY_EXPORT(GeluInPlace);
+HWY_EXPORT(AttentionScoresBlock);
+HWY_EXPORT(AttentionValuesBlock);
+HWY_EXPORT(Lanes);
 
 void matvec_rows(DType dtype, const void* w, int64_t cols, const float* x, const float* bias,
                  float* y, int64_t r0, int64_t r1) {
@@ -678,6 +791,25 @@ void attention_values(const float* probs, const float* values, const int32_t* sl
 
 void gelu(float* x, int64_t count) {
   if (count > 0) HWY_DYNAMIC_DISPATCH(detail::GeluInPlace)(x, count);
+}
+
+void attention_scores_block(const float* queries, int64_t n_queries, int64_t head_dim,
+                            const float* keys_t, int64_t ld_keys, int64_t first_count,
+                            float scale, float* scores, int64_t ld_scores) {
+  if (n_queries <= 0 || ld_keys <= 0) return;
+  HWY_DYNAMIC_DISPATCH(detail::AttentionScoresBlock)(queries, n_queries, head_dim, keys_t,
+                                                     ld_keys, first_count, scale, scores,
+                                                     ld_scores);
+}
+
+int64_t attention_key_padding() { return HWY_DYNAMIC_DISPATCH(detail::Lanes)(); }
+
+void attention_values_block(const float* probs, int64_t ld_probs, int64_t n_queries,
+                            const float* values, const int32_t* slots, int64_t head_dim,
+                            int64_t first_count, float* out, int64_t ld_out) {
+  if (n_queries <= 0 || first_count <= 0) return;
+  HWY_DYNAMIC_DISPATCH(detail::AttentionValuesBlock)(probs, ld_probs, n_queries, values, slots,
+                                                     head_dim, first_count, out, ld_out);
 }
 
 }  // namespace kvc::cpu

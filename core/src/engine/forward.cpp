@@ -86,6 +86,7 @@ CpuForward::CpuForward(const ModelWeights& weights, int n_threads)
       rotary_(weights.config.rotary_ndims, weights.config.rotary_base),
       scale_(1.0f / std::sqrt(static_cast<float>(weights.config.head_dim))) {
   thread_scores_.resize(static_cast<size_t>(pool_.size()));
+  thread_block_.resize(static_cast<size_t>(pool_.size()));
   thread_query_.assign(static_cast<size_t>(pool_.size()),
                        std::vector<float>(static_cast<size_t>(weights.config.head_dim)));
 }
@@ -176,37 +177,100 @@ void CpuForward::run_block(const ForwardRequest& req, int64_t offset, int64_t n,
   cpu::matmul(h_.data(), rows, w_.embed_out, nullptr, out, pool_);
 }
 
-void CpuForward::attend(HeadCache& hc, const float* qsrc, int64_t qpos, int64_t visible,
-                        kvc_position_mode mode, uint32_t signals, int tid, float* ctx_row) {
-  const int hd = cfg_.head_dim;
-  const int half = cfg_.rotary_ndims / 2;
-  const int rot = cfg_.rotary_ndims;
-  std::vector<float>& scores = thread_scores_[static_cast<size_t>(tid)];
-  std::vector<float>& q = thread_query_[static_cast<size_t>(tid)];
-  // Rotate the query (rotate_half on the first `rot` channels).
-  const float* qc = rotary_.cos_row(qpos);
-  const float* qs = rotary_.sin_row(qpos);
+// q <- qsrc rotated with position `pos` (rotate_half on the first rotary_ndims channels).
+void CpuForward::rotate_query(const float* qsrc, int64_t pos, float* q) const {
+  const int hd = cfg_.head_dim, half = cfg_.rotary_ndims / 2, rot = cfg_.rotary_ndims;
+  const float* qc = rotary_.cos_row(pos);
+  const float* qs = rotary_.sin_row(pos);
   for (int i = 0; i < half; ++i) {
     q[i] = qsrc[i] * qc[i] - qsrc[i + half] * qs[i];
     q[i + half] = qsrc[i + half] * qc[i] + qsrc[i] * qs[i];
   }
   for (int i = rot; i < hd; ++i) q[i] = qsrc[i];
+}
 
+// Adds one query's probabilities over the first `visible` entries to the signals.
+void CpuForward::add_signals(HeadCache& hc, const float* probs, int64_t visible,
+                             uint32_t signals) {
+  if (signals & KVC_SIGNAL_ACC_ATTENTION) {
+    std::vector<float>& acc = hc.acc_attention();
+    for (int64_t r = 0; r < visible; ++r) acc[r] += probs[r];
+  }
+  if (signals & KVC_SIGNAL_LAST_ATTENTION)
+    std::copy(probs, probs + visible, hc.last_attention().begin());
+}
+
+// From the raw scores of one query over the first `visible` entries: softmax, the context
+// row, and the probabilities added to the signals.
+void CpuForward::finish_query(HeadCache& hc, float* scores, int64_t visible, uint32_t signals,
+                              float* ctx_row) {
+  const float inv = 1.0f / cpu::softmax_exp(scores, visible);
+  for (int64_t r = 0; r < visible; ++r) scores[r] *= inv;
+  cpu::attention_values(scores, hc.value_rows(), hc.slots().data(), cfg_.head_dim, visible,
+                        ctx_row);
+  add_signals(hc, scores, visible, signals);
+}
+
+void CpuForward::attend(HeadCache& hc, const float* qsrc, int64_t qpos, int64_t visible,
+                        kvc_position_mode mode, uint32_t signals, int tid, float* ctx_row) {
+  std::vector<float>& scores = thread_scores_[static_cast<size_t>(tid)];
+  std::vector<float>& q = thread_query_[static_cast<size_t>(tid)];
+  rotate_query(qsrc, qpos, q.data());
   if (scores.size() < static_cast<size_t>(visible)) scores.resize(visible);
   // Under shift, entry r is rotated with position r (its rank); else its own position.
   cpu::attention_scores(q.data(), hc.key_rows(), hc.value_rows(), hc.slots().data(),
                         mode == KVC_POSITIONS_SHIFT ? nullptr : hc.positions().data(),
-                        rotary_.cos_table(), rotary_.sin_table(), half, hd, scale_, visible,
-                        scores.data());
-  const float inv = 1.0f / cpu::softmax_exp(scores.data(), visible);
-  for (int64_t r = 0; r < visible; ++r) scores[r] *= inv;
-  cpu::attention_values(scores.data(), hc.value_rows(), hc.slots().data(), hd, visible, ctx_row);
-  if (signals & KVC_SIGNAL_ACC_ATTENTION) {
-    std::vector<float>& acc = hc.acc_attention();
-    for (int64_t r = 0; r < visible; ++r) acc[r] += scores[r];
+                        rotary_.cos_table(), rotary_.sin_table(), cfg_.rotary_ndims / 2,
+                        cfg_.head_dim, scale_, visible, scores.data());
+  finish_query(hc, scores.data(), visible, signals, ctx_row);
+}
+
+// A block's queries of one head when nothing leaves between them (a prefill): the keys are
+// rotated once and transposed, and the scores of every query come from one batched kernel
+// (attention_scores_block) instead of one dot product per key and query.
+void CpuForward::attend_block(HeadCache& hc, const float* qkv, int64_t row_stride,
+                              int64_t n, int64_t first_position, kvc_position_mode mode,
+                              uint32_t signals, int tid, float* ctx, int64_t ctx_stride) {
+  const int hd = cfg_.head_dim, half = cfg_.rotary_ndims / 2, rot = cfg_.rotary_ndims;
+  const int64_t total = hc.size(), before = total - n;
+  const int64_t pad = cpu::attention_key_padding();
+  const int64_t ldk = (total + pad - 1) / pad * pad;
+  BlockScratch& b = thread_block_[static_cast<size_t>(tid)];
+  b.keys_t.assign(static_cast<size_t>(hd * ldk), 0.0f);
+  b.queries.resize(static_cast<size_t>(n * hd));
+  b.scores.resize(static_cast<size_t>(n * ldk));
+  const auto& slots = hc.slots();
+  const auto& positions = hc.positions();
+  for (int64_t r = 0; r < total; ++r) {
+    const float* k = hc.key_rows() + static_cast<int64_t>(slots[r]) * hd;
+    const int64_t pos = mode == KVC_POSITIONS_SHIFT ? r : positions[r];
+    const float* c = rotary_.cos_row(pos);
+    const float* s = rotary_.sin_row(pos);
+    float* col = b.keys_t.data() + r;
+    for (int i = 0; i < half; ++i) {
+      col[i * ldk] = k[i] * c[i] - k[i + half] * s[i];
+      col[(i + half) * ldk] = k[i + half] * c[i] + k[i] * s[i];
+    }
+    for (int i = rot; i < hd; ++i) col[i * ldk] = k[i];
   }
-  if (signals & KVC_SIGNAL_LAST_ATTENTION)
-    std::copy(scores.begin(), scores.begin() + visible, hc.last_attention().begin());
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t qpos = mode == KVC_POSITIONS_SHIFT ? before + t : first_position + t;
+    rotate_query(qkv + t * row_stride, qpos, b.queries.data() + t * hd);
+  }
+  cpu::attention_scores_block(b.queries.data(), n, hd, b.keys_t.data(), ldk, before + 1, scale_,
+                              b.scores.data(), ldk);
+  // Softmax per query over its own keys, the later keys' probabilities zero; then the
+  // context rows of the whole block at once.
+  for (int64_t t = 0; t < n; ++t) {
+    float* p = b.scores.data() + t * ldk;
+    const int64_t visible = before + t + 1;
+    const float inv = 1.0f / cpu::softmax_exp(p, visible);
+    for (int64_t r = 0; r < visible; ++r) p[r] *= inv;
+    std::fill(p + visible, p + std::min(total, visible + 4), 0.0f);
+    add_signals(hc, p, visible, signals);
+  }
+  cpu::attention_values_block(b.scores.data(), ldk, n, hc.value_rows(), slots.data(), hd,
+                              before + 1, ctx, ctx_stride);
 }
 
 // Appends the block's keys and values to each head's cache and attends. Heads are independent,
@@ -258,11 +322,14 @@ void CpuForward::attention(int layer, int64_t n, int64_t offset, int64_t first_p
         const float* row = qkv_row(t, h);
         hc.append(row + hd, row + 2 * hd, first_position + t, tokens[t], want_norms);
       }
-      const int64_t before = hc.size() - n;  // entries cached before this block
-      for (int64_t t = 0; t < n; ++t) {
-        const int64_t qpos = mode == KVC_POSITIONS_SHIFT ? before + t : first_position + t;
-        attend(hc, qkv_row(t, h), qpos, before + t + 1, mode, signals, tid, ctx_row(t, h));
+      if (n == 1) {  // a decode step: the single-query kernel
+        const int64_t size = hc.size();
+        const int64_t qpos = mode == KVC_POSITIONS_SHIFT ? size - 1 : first_position;
+        attend(hc, qkv_row(0, h), qpos, size, mode, signals, tid, ctx_row(0, h));
+        continue;
       }
+      attend_block(hc, qkv_row(0, h), 3 * hidden, n, first_position, mode, signals, tid,
+                   ctx_row(0, h), hidden);
     }
   });
 }

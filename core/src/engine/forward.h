@@ -67,6 +67,15 @@ class CpuForward final : public ComputeBackend {
   // position `qpos`; writes the head's context row and adds the probabilities to the signals.
   void attend(HeadCache& hc, const float* qkv_row, int64_t qpos, int64_t visible,
               kvc_position_mode mode, uint32_t signals, int tid, float* ctx_row);
+  // The block's n queries of one head, their keys the last n entries (nothing leaves between
+  // them): query t sees the entries up to its own.
+  void attend_block(HeadCache& hc, const float* qkv, int64_t row_stride, int64_t n,
+                    int64_t first_position, kvc_position_mode mode, uint32_t signals, int tid,
+                    float* ctx, int64_t ctx_stride);
+  void rotate_query(const float* qsrc, int64_t pos, float* q) const;
+  void finish_query(HeadCache& hc, float* scores, int64_t visible, uint32_t signals,
+                    float* ctx_row);
+  static void add_signals(HeadCache& hc, const float* probs, int64_t visible, uint32_t signals);
   void ensure_scratch(int64_t n);
 
   const ModelWeights& w_;
@@ -78,6 +87,10 @@ class CpuForward final : public ComputeBackend {
   std::vector<float> x_, h_, qkv_, ctx_, attn_, mlp_, mlp2_;
   std::vector<std::vector<float>> thread_scores_;  // per worker thread
   std::vector<std::vector<float>> thread_query_;   // per worker thread: the rotated query
+  struct BlockScratch {  // per worker thread, for attend_block
+    std::vector<float> keys_t, queries, scores;
+  };
+  std::vector<BlockScratch> thread_block_;
 };
 
 }  // namespace kvc
