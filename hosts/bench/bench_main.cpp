@@ -64,7 +64,8 @@ double median(std::vector<double> values) {
 // prefill's time (its S - 1 tokens in one batch, the policy applied once) in *prefill_ms.
 std::vector<double> run_once(kvc_session* session, const kvc_model_info& info,
                              int64_t seq_length, int64_t n_decode, uint64_t seed,
-                             int64_t* kv_cache_size, double* prefill_ms) {
+                             kvc_logits prefill_logits, int64_t* kv_cache_size,
+                             double* prefill_ms) {
   // The same ids for every mode and repetition at a given length, so modes see equal input.
   std::mt19937_64 rng(seed * 1000003u + static_cast<uint64_t>(seq_length));
   const uint64_t span = static_cast<uint64_t>(info.vocab_size - 200);
@@ -75,8 +76,13 @@ std::vector<double> run_once(kvc_session* session, const kvc_model_info& info,
   check(kvc_session_reset(session), "resetting the session");
   *prefill_ms = 0;
   if (seq_length > 1) {
+    thread_local std::vector<float> prefill_out;
+    const size_t rows = prefill_logits == KVC_LOGITS_ALL ? ids.size() - 1 : 1;
+    if (prefill_logits != KVC_LOGITS_NONE)
+      prefill_out.resize(rows * static_cast<size_t>(info.vocab_size));
     const auto t0 = std::chrono::steady_clock::now();
-    check(kvc_session_step(session, ids.data(), ids.size() - 1, KVC_LOGITS_NONE, nullptr, 0),
+    check(kvc_session_step(session, ids.data(), ids.size() - 1, prefill_logits,
+                           prefill_out.data(), prefill_out.size()),
           "prefill of " + std::to_string(seq_length - 1) + " tokens");
     *prefill_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -151,6 +157,10 @@ int run_bench(Options& options) {
   const int64_t warmup = options.get_int("bench", "warmup");
   const int64_t repetitions = options.get_int("bench", "repetitions");
   const uint64_t seed = static_cast<uint64_t>(options.get_int("bench", "seed"));
+  const std::string logits_name = options.get_string("bench", "prefill_logits");
+  const kvc_logits prefill_logits = logits_name == "all"    ? KVC_LOGITS_ALL
+                                    : logits_name == "last" ? KVC_LOGITS_LAST
+                                                            : KVC_LOGITS_NONE;
   const uint64_t weight_seed = options.is_set("model", "seed")
                                    ? static_cast<uint64_t>(options.get_int("model", "seed"))
                                    : seed;
@@ -229,7 +239,8 @@ int run_bench(Options& options) {
       for (int64_t r = 0; r < warmup + repetitions; ++r) {
         int64_t kv = 0;
         double prefill = 0;
-        auto latencies = run_once(session.get(), info, s, n_decode, seed, &kv, &prefill);
+        auto latencies =
+            run_once(session.get(), info, s, n_decode, seed, prefill_logits, &kv, &prefill);
         if (r < warmup) continue;
         m.prefill_ms.push_back(prefill);
         double sum = 0;
@@ -256,6 +267,7 @@ int run_bench(Options& options) {
     config["repetitions"] = repetitions;
     config["seed"] = seed;
     config["positions"] = plan.spec.positions_name();
+    config["prefill_logits"] = logits_name;
     config["model_name_or_path"] = model.path;
     json out = {{"mode", plan.spec.mode},
                 {"config", config},

@@ -140,6 +140,13 @@ Options make_options(Program program) {
                "timed runs per sequence length (median reported with the mean)"));
   nonneg(add("bench", "seed", flag_if(!eval, "seed"), Kind::Int, int64_t{42},
              "seed of the random token ids (and of synthetic: weights)"));
+  {
+    auto& opt = add("bench", "prefill_logits", flag_if(!eval, "prefill_logits"), Kind::Choice,
+                    std::string("none"),
+                    "logits the timed prefill computes: none, last (the last token's, as a "
+                    "generation would), or all (every token's, as scoring does)");
+    opt.choices = {"none", "last", "all"};
+  }
   return o;
 }
 
