@@ -8,9 +8,6 @@
 #include <string_view>
 #include <vector>
 
-#define KVC_POLICY_DEFAULT_SEPARATORS \
-  "15,13,32,2,28,27,964,1157,3736,2195,3706,1163,209,186,187,2490,586,4928,50276,50275"
-
 namespace kvc::bundled {
 
 inline constexpr double kMaxSize = 1e9;          // sizes are entry counts
@@ -38,12 +35,23 @@ inline constexpr kvc_param_info kScope = sdk::choice_param(
 inline constexpr kvc_param_info kScoreLayers = sdk::int_list_param(
     "score_layers", "0", 0, 65535, "Layers whose attention scores the shared scope sums over heads");
 inline constexpr kvc_param_info kSeparators = sdk::int_list_param(
-    "separators", KVC_POLICY_DEFAULT_SEPARATORS, 0, kMaxId,
-    "Separator token ids (default: the SepLLM list for GPT-NeoX)");
+    "separators", "", 0, kMaxId,
+    "Separator token ids. With separator_strings, empty: the 20 default separators (SepLLM's "
+    "punctuation, spaces and newlines, as strings through the model's tokenizer)");
 inline constexpr kvc_param_info kSeparatorStrings = sdk::string_list_param(
     "separator_strings", "",
-    "More separators as text, mapped through the model's tokenizer (alone and with a leading "
-    "space)");
+    "Separators as text, each mapped through the model's tokenizer alone and with a leading "
+    "space (the variants that are one token count)");
+
+// SepLLM's streaming separators as strings: ". , ? ! ; :" alone and with a leading space,
+// space, tab, newline, " \n", "\n ", " \n ", two and three spaces. Each is encoded alone
+// (no leading-space variant): for the GPT-NeoX-20B tokenizer exactly the 20 ids of SepLLM.
+inline const std::vector<std::string_view>& default_separator_strings() {
+  static const std::vector<std::string_view> strings = {
+      ".", ",", "?", "!", ";", ":", " .", " ,", " ?", " !", " ;", " :",
+      " ", "\t", "\n", " \n", "\n ", " \n ", "  ", "   "};
+  return strings;
+}
 
 // The scope parameters: `scope` and, for the shared scope, `score_layers`.
 inline kvc_scope scope(const sdk::Params& p) {
@@ -63,17 +71,33 @@ inline std::vector<std::int32_t> score_layers(const sdk::Host& host, const sdk::
 }
 
 // Separator ids: `separators` plus `separator_strings` mapped through the model's tokenizer
-// (alone and with a leading space). Strings need a tokenizer; when only checking parameters
-// without a model there is none, and they are resolved when the session starts.
+// (alone and with a leading space); with both empty, the default strings (alone). Ids must lie
+// in the model's vocabulary. Strings need a tokenizer; when only checking parameters without
+// a model there is none, and they are resolved when the session starts. Strings that are not
+// one token are dropped and named in the policy report's notes.
 inline std::vector<std::int32_t> separators(const sdk::Host& host, const sdk::Params& p) {
   std::vector<std::int32_t> ids = p.get<std::vector<std::int32_t>>("separators");
-  const std::vector<std::string_view> strings = p.get_strings("separator_strings");
-  if (!strings.empty()) {
-    sdk::require(host.has_tokenizer() || host.n_layers() == 0,
-                 "separator_strings needs the model's tokenizer, and this model has none (give "
-                 "token ids in 'separators' instead)");
-    if (host.has_tokenizer())
-      for (std::int32_t id : sdk::single_token_ids(host, strings, true)) ids.push_back(id);
+  for (std::int32_t id : ids)
+    sdk::require(host.vocab_size() == 0 || id < host.vocab_size(), "separators: id ", id,
+                 " is outside the model's vocabulary of ", host.vocab_size(), " ids (0..",
+                 host.vocab_size() - 1, ")");
+  std::vector<std::string_view> strings = p.get_strings("separator_strings");
+  const bool defaults = ids.empty() && strings.empty();
+  if (defaults) strings = default_separator_strings();
+  if (strings.empty() || host.n_layers() == 0) return ids;  // no model: checked at session start
+  sdk::require(host.has_tokenizer(),
+               defaults ? "the default separators are strings, and this model has no tokenizer "
+                          "(give token ids in 'separators')"
+                        : "separator_strings needs the model's tokenizer, and this model has "
+                          "none (give token ids in 'separators' instead)");
+  std::vector<std::string> dropped;
+  for (std::int32_t id : sdk::single_token_ids(host, strings, !defaults, &dropped))
+    ids.push_back(id);
+  for (const std::string& d : dropped) {
+    std::string shown;
+    for (char c : d) shown += c == '\n' ? "\\n" : c == '\t' ? "\\t" : std::string(1, c);
+    host.note(std::string(defaults ? "default separator" : "separator string") + " \"" + shown +
+              "\" is not one token under this tokenizer: dropped");
   }
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());

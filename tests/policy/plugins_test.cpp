@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "policy_test_util.h"
+#include "tokenizer/tokenizer.h"
 
 namespace kvc {
 namespace {
@@ -242,14 +243,53 @@ TEST(PolicySepLLM, BurstKeepsSinksRecentSeparatorsAndWindow) {
   EXPECT_EQ(decide_keep(*p, c).size(), 6u);
 }
 
-TEST(PolicySepLLM, DefaultsAndSeparatorStrings) {
-  auto p = make("sepllm", {});
+// The GPT-NeoX-20B tokenizer (../shared/data) behind a policy host.
+const kvc::Tokenizer& neox_tokenizer() {
+  static const auto tok = kvc::Tokenizer::load_file(std::string(KVC_SHARED_DATA_DIR) +
+                                                    "/gpt-neox-20b-tokenizer.json");
+  return *tok;
+}
+int64_t neox_tokenize(void*, const char* text, int32_t* ids, size_t cap) {
+  const std::vector<int32_t> out = neox_tokenizer().encode(text);
+  for (size_t i = 0; i < out.size() && i < cap; ++i) ids[i] = out[i];
+  return static_cast<int64_t>(out.size());
+}
+
+TEST(PolicySepLLM, DefaultSeparatorsAreStringsThroughTheModelsTokenizer) {
+  // Without a model (checking parameters): nothing to resolve yet.
+  kvc_policy_host none{};
+  none.struct_size = sizeof none;
+  EXPECT_EQ(make("sepllm", {}, TestHost(0, 0))->setup().rule.n_separator_ids, 0u);
+  // GPT-NeoX-20B: exactly SepLLM's 20 ids.
+  TestHost neox(2, 2);
+  neox.host.tokenize = &neox_tokenize;
+  auto p = make("sepllm", {}, neox);
   const kvc_rule& r = p->setup().rule;
   EXPECT_EQ(p->setup().capacity, 512);
   EXPECT_EQ(r.sink_size, 4);
   EXPECT_EQ(r.separator_size, 64);
   EXPECT_EQ(r.recent_size, 256);
-  ASSERT_EQ(r.n_separator_ids, 20u);
+  std::vector<int32_t> ids(r.separator_ids, r.separator_ids + r.n_separator_ids);
+  EXPECT_EQ(ids, (std::vector<int32_t>{2, 13, 15, 27, 28, 32, 186, 187, 209, 586, 964, 1157,
+                                       1163, 2195, 2490, 3706, 3736, 4928, 50275, 50276}));
+  EXPECT_TRUE(p->notes().empty());
+  // The toy tokenizer (one token per byte; " x" one token): "\n ", " \n " and three spaces
+  // are two tokens each, dropped and named in the notes.
+  auto toy = make("sepllm", {}, TestHost(2, 2, true));
+  EXPECT_EQ(toy->setup().rule.n_separator_ids, 17u);
+  ASSERT_EQ(toy->notes().size(), 3u);
+  EXPECT_NE(toy->notes()[0].find("default separator \"\\n \" is not one token"),
+            std::string::npos)
+      << toy->notes()[0];
+  // A model without a tokenizer cannot resolve the default strings.
+  expect_error([] { make("sepllm", {}, TestHost(2, 2)); }, KVC_ERR_INVALID_ARGUMENT,
+               {"the default separators are strings", "no tokenizer"});
+  // Ids outside the vocabulary are an error naming both.
+  expect_error([] { make("sepllm", {{"separators", "99999999"}}, TestHost(2, 2)); },
+               KVC_ERR_INVALID_ARGUMENT, {"id 99999999", "vocabulary of 50304"});
+}
+
+TEST(PolicySepLLM, SeparatorStrings) {
   // Toy tokenizer: "x" -> 120, " x" -> 1120; "ab" is two tokens and adds nothing.
   auto q = make("sepllm", {{"separators", ""}, {"separator_strings", "x, ab"}},
                 TestHost(2, 2, true));
@@ -258,8 +298,8 @@ TEST(PolicySepLLM, DefaultsAndSeparatorStrings) {
   EXPECT_EQ(rq.separator_ids[0], 120);
   EXPECT_EQ(rq.separator_ids[1], 1120);
   // Without a tokenizer, strings cannot be mapped.
-  expect_error([] { make("sepllm", {{"separator_strings", "x"}}); }, KVC_ERR_INVALID_ARGUMENT,
-               {"separator_strings needs the model's tokenizer"});
+  expect_error([] { make("sepllm", {{"separator_strings", "x"}}, TestHost(2, 2)); },
+               KVC_ERR_INVALID_ARGUMENT, {"separator_strings needs the model's tokenizer"});
 }
 
 TEST(PolicySepLLM, SizesMustFitTheCache) {

@@ -347,6 +347,23 @@ KVC_API kvc_status kvc_session_cache_entries(const kvc_session *session, int32_t
                                              int32_t *token_ids, size_t capacity,
                                              size_t *n_entries);
 
+/* ABI minor 1. A description of the session's policy as JSON text (UTF-8, an object): the
+ * plugin (name, version, file), its resolved parameters, what it set up (signals, trigger,
+ * capacity), its rule as the engine runs it (sizes, scope and score layers, allocation, lazy
+ * refresh, the separators as ids and as text), and the notes the plugin left (for example
+ * separator strings that are not one token). Same buffer protocol as kvc_detokenize; results
+ * that quote it say exactly what ran. */
+KVC_API kvc_status kvc_session_policy_report(const kvc_session *session, char *json,
+                                             size_t capacity, size_t *json_len);
+
+/* ABI minor 1. The values of the signal the policy ranks entries by (its rule's heavy signal;
+ * for a callback policy, the first signal it asked for), for the entries of one (layer, head),
+ * oldest first, as kvc_session_cache_entries lists them. KVC_ERR_NOT_FOUND when the policy
+ * ranks by no signal (streaming, sepllm, the full cache). */
+KVC_API kvc_status kvc_session_cache_scores(const kvc_session *session, int32_t layer,
+                                            int32_t head, float *scores, size_t capacity,
+                                            size_t *n_entries);
+
 /* Manual eviction: keeps only the entries at `ranks` (0 = oldest; strictly increasing) in
  * (layer, head), or in every layer/head where layer/head is -1. For experiments and tests;
  * positions are handled according to the session's position mode. */

@@ -213,6 +213,10 @@ typedef struct kvc_policy_host {
   int64_t (*tokenize)(void *host_data, const char *text, int32_t *ids, size_t capacity);
   /* Sets the message reported for the failing call. */
   void (*set_error)(void *host_data, const char *message);
+  /* ---- minor 1 (check struct_size before calling) ---- */
+  /* Records a note on how the policy resolved its parameters, e.g. which separator strings it
+   * dropped; the engine lists the notes in the session's policy report (and so in results). */
+  void (*note)(void *host_data, const char *message);
 } kvc_policy_host;
 
 /* What a new instance tells the engine about itself. `rule` is the last member and only grows

@@ -1,5 +1,7 @@
 // C ABI: sessions.
+#include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <memory>
 
 #include "api/guard.h"
@@ -188,6 +190,36 @@ KVC_API kvc_status kvc_session_cache_entries(const kvc_session* session, int32_t
       if (positions) positions[i] = hc.positions()[i];
       if (token_ids) token_ids[i] = hc.token_ids()[i];
     }
+  });
+}
+
+KVC_API kvc_status kvc_session_policy_report(const kvc_session* session, char* json,
+                                             size_t capacity, size_t* json_len) {
+  return guarded([&] {
+    require_arg(session, "kvc_session_policy_report", "session");
+    const std::string& r = session->session->policy_report();
+    if (json_len) *json_len = r.size();
+    if (json == nullptr || capacity < r.size())
+      fail(KVC_ERR_BUFFER_TOO_SMALL, "kvc_session_policy_report: the buffer holds " +
+                                         std::to_string(json ? capacity : 0) + " bytes, " +
+                                         std::to_string(r.size()) + " are needed");
+    std::memcpy(json, r.data(), r.size());
+    if (capacity > r.size()) json[r.size()] = '\0';
+  });
+}
+
+KVC_API kvc_status kvc_session_cache_scores(const kvc_session* session, int32_t layer,
+                                            int32_t head, float* scores, size_t capacity,
+                                            size_t* n_entries) {
+  return guarded([&] {
+    require_arg(session, "kvc_session_cache_scores", "session");
+    const std::vector<float>& v = session->session->cache_scores(layer, head);
+    if (n_entries) *n_entries = v.size();
+    if (scores != nullptr && capacity < v.size())
+      fail(KVC_ERR_BUFFER_TOO_SMALL, "kvc_session_cache_scores: the buffer holds " +
+                                         std::to_string(capacity) + " values, " +
+                                         std::to_string(v.size()) + " are needed");
+    if (scores) std::copy(v.begin(), v.end(), scores);
   });
 }
 

@@ -56,7 +56,10 @@ Session::Session(const Model& m, const SessionConfig& config)
   } else {
     backend_ = std::make_unique<CpuForward>(*m.weights, m.n_threads);
   }
-  if (!config.policy) return;
+  if (!config.policy) {
+    policy_report_ = R"({"policy":null,"kind":"full cache"})";
+    return;
+  }
   kvc_policy_host host{};
   host.struct_size = sizeof(host);
   host.host_data = const_cast<Model*>(&model_);  // read-only: host_tokenize takes it as const
@@ -67,6 +70,30 @@ Session::Session(const Model& m, const SessionConfig& config)
   host.tokenize = host_tokenize;
   policy_ = std::make_unique<PolicyInstance>(config.policy, host, *config.params);
   signals_ = policy_->setup().signals;
+  policy_report_ = policy_->report(*config.params, model_.tokenizer.get());
+}
+
+const std::vector<float>& Session::cache_scores(int32_t layer, int32_t head) {
+  const uint32_t signal = policy_ ? policy_->ranking_signal() : 0;
+  if (signal == 0)
+    fail(KVC_ERR_NOT_FOUND,
+         std::string("kvc_session_cache_scores: ") +
+             (policy_ ? policy_->policy().label() : std::string("the full cache")) +
+             " ranks its entries by no signal");
+  if (layer < 0 || layer >= cache_.n_layers() || head < 0 || head >= cache_.n_heads())
+    fail(KVC_ERR_OUT_OF_RANGE, "kvc_session_cache_scores: (layer " + std::to_string(layer) +
+                                   ", head " + std::to_string(head) + ") is outside [0, " +
+                                   std::to_string(cache_.n_layers()) + ") x [0, " +
+                                   std::to_string(cache_.n_heads()) + ")");
+  backend_->fetch_signals(cache_, signal);
+  HeadCache& h = cache_.head(layer, head);
+  switch (signal) {
+    case KVC_SIGNAL_ACC_ATTENTION: return h.acc_attention();
+    case KVC_SIGNAL_LAST_ATTENTION: return h.last_attention();
+    case KVC_SIGNAL_KEY_NORM: return h.key_norms();
+  }
+  fail(KVC_ERR_UNSUPPORTED, std::string("kvc_session_cache_scores: the signal ") +
+                                signal_name(signal) + " is not kept per entry");
 }
 
 void Session::check_room(int64_t n_new) const {

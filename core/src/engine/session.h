@@ -39,6 +39,10 @@ class Session {
              size_t nll_capacity);
   // How the last score() ran (kvc_session_score_report).
   kvc_score_report score_report() const;
+  // kvc_session_policy_report: fixed when the session is created.
+  const std::string& policy_report() const { return policy_report_; }
+  // kvc_session_cache_scores: the ranking signal's values for one (layer, head), oldest first.
+  const std::vector<float>& cache_scores(int32_t layer, int32_t head);
   void reset();
   // kvc_session_keep: manual eviction of one or every (layer, head).
   void keep(int32_t layer, int32_t head, const int32_t* ranks, size_t n_ranks);
@@ -73,6 +77,7 @@ class Session {
   std::vector<int64_t> plan_counts_;
   std::vector<int64_t> counts_;
   std::vector<float> logits_;
+  std::string policy_report_;
   int32_t report_block_ = 0;
   std::string report_path_, report_reason_;
 };

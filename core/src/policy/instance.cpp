@@ -36,6 +36,19 @@ void PolicyInstance::set_error_trampoline(void* self, const char* message) {
   static_cast<PolicyInstance*>(self)->error_ = message ? message : "";
 }
 
+void PolicyInstance::note_trampoline(void* self, const char* message) {
+  if (message != nullptr) static_cast<PolicyInstance*>(self)->notes_.emplace_back(message);
+}
+
+uint32_t PolicyInstance::ranking_signal() const {
+  if (rule_ && setup_.use_rule && (setup_.rule.heavy_size > 0 || setup_.rule.layer_heavy_sizes))
+    return setup_.rule.heavy_signal;
+  if (rule_) return 0;
+  for (uint32_t bit = 1; bit != 0 && bit <= setup_.signals; bit <<= 1)
+    if (setup_.signals & bit) return bit;
+  return 0;
+}
+
 template <class F>
 void PolicyInstance::call(const char* callback, kvc_status status, F&& f) {
   const std::string& label = policy_->label();
@@ -79,6 +92,7 @@ void PolicyInstance::create(const PolicyParams& params) {
   host_.host_data = this;
   host_.tokenize = &tokenize_trampoline;
   host_.set_error = &set_error_trampoline;
+  host_.note = &note_trampoline;
 
   setup_ = kvc_policy_setup{};
   setup_.struct_size = sizeof(kvc_policy_setup);

@@ -23,6 +23,11 @@
 
 namespace kvc {
 
+class Tokenizer;
+
+// "acc_attention", "last_attention", ... for one KVC_SIGNAL_* flag.
+const char* signal_name(uint32_t flag);
+
 // A validated plugin. Never unloaded (the process-wide cache holds it), so `desc` and every
 // string it points to stay valid.
 struct LoadedPolicy {
@@ -79,6 +84,15 @@ class PolicyInstance {
   // The engine's executor of the setup's rule; null for a callback policy.
   RuleEngine* rule() { return rule_ ? &*rule_ : nullptr; }
 
+  // The notes the plugin left through host->note while it was created.
+  const std::vector<std::string>& notes() const { return notes_; }
+  // kvc_session_policy_report's JSON: the plugin, `params` (the values it was created with),
+  // its setup and rule (separators decoded with `tokenizer` when there is one), the notes.
+  std::string report(const PolicyParams& params, const Tokenizer* tokenizer) const;
+  // The signal the policy ranks by: the rule's heavy signal, else the first one it asked
+  // for; 0 when none.
+  uint32_t ranking_signal() const;
+
   // Forgets per-text state (the rule's, and the plugin's through its reset).
   void reset();
   // Step 2 of the step order: counts the step (every step, also when nothing is evicted).
@@ -110,6 +124,7 @@ class PolicyInstance {
   void create(const PolicyParams& params);
   static int64_t tokenize_trampoline(void* self, const char* text, int32_t* ids, size_t cap);
   static void set_error_trampoline(void* self, const char* message);
+  static void note_trampoline(void* self, const char* message);
   // Calls one plugin callback: a nonzero return or an escaped C++ exception becomes a
   // kvc::Error(status) "<label>: <callback> failed: <message>".
   template <class F>
@@ -124,6 +139,7 @@ class PolicyInstance {
   int64_t steps_ = 0;
   void* instance_ = nullptr;
   std::string error_;
+  std::vector<std::string> notes_;
 };
 
 // Throws KVC_ERR_POLICY naming `policy_label` and the defect unless: the kind is known; every

@@ -9,6 +9,7 @@
 #include <kvc/selection.hpp>
 
 #include "common/error.h"
+#include "policy/policy.h"
 
 namespace kvc {
 
@@ -20,17 +21,6 @@ constexpr uint32_t kKnownSignals = KVC_SIGNAL_ACC_ATTENTION | KVC_SIGNAL_LAST_AT
 
 bool one_known_signal(uint32_t s) { return s != 0 && (s & (s - 1)) == 0 && (s & kKnownSignals); }
 
-const char* signal_name(uint32_t flag) {
-  switch (flag) {
-    case KVC_SIGNAL_ACC_ATTENTION: return "ACC_ATTENTION";
-    case KVC_SIGNAL_LAST_ATTENTION: return "LAST_ATTENTION";
-    case KVC_SIGNAL_KEY_NORM: return "KEY_NORM";
-    case KVC_SIGNAL_WINDOW_ATTENTION: return "WINDOW_ATTENTION";
-    case KVC_SIGNAL_KEY_MEAN_COSINE: return "KEY_MEAN_COSINE";
-    case KVC_SIGNAL_PIVOTAL_COUNT: return "PIVOTAL_COUNT";
-  }
-  return "unknown signal";
-}
 
 // A C plugin may store any int in an enum field; loading an out-of-range enum is UB in C++.
 template <class E>

@@ -265,6 +265,7 @@ class Host {
   explicit Host(const kvc_policy_host *host) {
     if (!host) return;
     std::memcpy(&host_, host, std::min(host->struct_size, sizeof host_));
+    has_note_ = host->struct_size >= offsetof(kvc_policy_host, note) + sizeof host_.note;
     host_.struct_size = sizeof host_;
   }
 
@@ -291,10 +292,16 @@ class Host {
   void set_error(const char *message) const {
     if (host_.set_error) host_.set_error(host_.host_data, message);
   }
+  // A note on how the policy resolved its parameters, listed in the session's policy report
+  // (kvc_session_policy_report); ignored by a host older than policy ABI 1.1.
+  void note(const std::string &message) const {
+    if (has_note_ && host_.note) host_.note(host_.host_data, message.c_str());
+  }
   const kvc_policy_host &raw() const { return host_; }
 
  private:
   kvc_policy_host host_{};
+  bool has_note_ = false;
 };
 
 // ---- Views ------------------------------------------------------------------------------------
@@ -641,10 +648,12 @@ class Rule {
 
 // Token ids of strings under the model's tokenizer, each kept when it encodes to exactly one
 // token; with `leading_space`, " " + string is tried too (SepLLM's expansion of user strings).
-// Sorted, without duplicates. Throws when the model has no tokenizer.
+// Sorted, without duplicates; the strings (or variants) that are not one token go to
+// *dropped when it is given. Throws when the model has no tokenizer.
 inline std::vector<std::int32_t> single_token_ids(const Host &host,
                                                   const std::vector<std::string_view> &strings,
-                                                  bool leading_space) {
+                                                  bool leading_space,
+                                                  std::vector<std::string> *dropped = nullptr) {
   std::vector<std::int32_t> out;
   for (std::string_view s : strings) {
     std::vector<std::string> variants = {std::string(s)};
@@ -655,7 +664,10 @@ inline std::vector<std::int32_t> single_token_ids(const Host &host,
     }
     for (const std::string &v : variants) {
       const std::vector<std::int32_t> ids = host.tokenize(v);
-      if (ids.size() == 1) out.push_back(ids[0]);
+      if (ids.size() == 1)
+        out.push_back(ids[0]);
+      else if (dropped)
+        dropped->push_back(v);
     }
   }
   std::sort(out.begin(), out.end());
