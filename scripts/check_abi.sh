@@ -237,7 +237,7 @@ sort "$work/verdict"
 
 if [ $status != 0 ]; then
   echo "check_abi: FAILED: incompatible ABI change with KVC_ABI_VERSION_MAJOR still $cur_major."
-  echo "check_abi: bump KVC_ABI_VERSION_MAJOR (and the SOVERSION), or keep the old ABI. abidiff says:"
+  echo "check_abi: bump KVC_ABI_VERSION_MAJOR (the SOVERSION follows it), or keep the old ABI. abidiff says:"
   abidiff --no-added-syms "$baseline" "$work/current.abi" | sed 's/^/    /' || true
   exit 1
 fi

@@ -13,6 +13,7 @@ packages=(
   bible-kjv                                    # the embedded model's evaluation text
   gnuplot-nox                                  # kvc-bench plots
   cargo rustc golang-go python3-pytest python3-numpy  # bindings tests
+  python3-venv file                            # packaging checks: pip in a venv, CPack's .deb
   abigail-tools                                # ABI compatibility check
   clang libclang-rt-14-dev                     # libFuzzer targets (scripts/fuzz.sh)
 )

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -124,22 +125,40 @@ fs::path executable_dir() {
   return exe.parent_path();
 }
 
-fs::path resolve_resource(const std::string& relative) {
-  std::error_code ec;
-  fs::path given(relative);
-  if (fs::exists(given, ec) || given.is_absolute()) return given;
-  std::vector<fs::path> roots;
-  if (auto exe = executable_dir(); !exe.empty()) {
-    roots.push_back(exe.parent_path() / "share" / "kvc");  // installed: <prefix>/bin/..
+std::vector<fs::path> resource_roots() {
+  std::vector<fs::path> roots{fs::path(".")};
+  if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg && *xdg) {
+    roots.push_back(fs::path(xdg) / "kvc");
+  } else if (const char* home = std::getenv("HOME"); home && *home) {
+    roots.push_back(fs::path(home) / ".local" / "share" / "kvc");
   }
-#ifdef KVC_HOSTS_SOURCE_DIR
-  roots.emplace_back(KVC_HOSTS_SOURCE_DIR);  // run from a build folder
+  const fs::path exe = executable_dir();
+  if (!exe.empty()) roots.push_back(exe.parent_path() / "share" / "kvc");  // <prefix>/bin/..
+#if defined(KVC_HOSTS_SOURCE_DIR) && defined(KVC_HOSTS_BINARY_DIR)
+  // Only from the build folder: an installed program must not depend on the source tree.
+  const fs::path build = fs::path(KVC_HOSTS_BINARY_DIR).lexically_normal();
+  const fs::path rel = exe.lexically_normal().lexically_relative(build);
+  if (!exe.empty() && !rel.empty() && *rel.begin() != "..") {
+    roots.emplace_back(KVC_HOSTS_SOURCE_DIR);
+  }
 #endif
-  for (const auto& root : roots) {
-    fs::path candidate = root / given;
+  return roots;
+}
+
+fs::path resolve_resource(const std::string& relative, const std::string& what,
+                          const std::string& hint) {
+  std::error_code ec;
+  const fs::path given(relative);
+  if (given.is_absolute()) return given;
+  std::string looked;
+  for (const auto& root : resource_roots()) {
+    const fs::path candidate = root == "." ? given : root / given;
     if (fs::exists(candidate, ec)) return candidate;
+    looked += "\n  " + (root == "." ? candidate.string() + " (working directory)"
+                                     : candidate.string());
   }
-  return given;
+  throw RunError(what + " '" + relative + "' not found; looked at:" + looked +
+                 (hint.empty() ? "" : "\n" + hint));
 }
 
 }  // namespace kvc::hosts

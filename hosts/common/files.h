@@ -26,10 +26,16 @@ std::string read_file(const std::filesystem::path& path);
 // Folder of the running executable (from /proc/self/exe); empty if unknown.
 std::filesystem::path executable_dir();
 
-// Resolves a default resource such as "models/kjv-mini": the path as given if it exists
-// (relative to the working directory), else the same relative path under <prefix>/share/kvc
-// (installed programs) or under the source tree (programs run from a build folder).
-// Returns the path as given when none exists, so the caller's error names it.
-std::filesystem::path resolve_resource(const std::string& relative);
+// The folders a default resource such as "models/kjv-mini" is looked up in, in order: the
+// working directory, the user's data folder ($XDG_DATA_HOME/kvc, else ~/.local/share/kvc),
+// <prefix>/share/kvc of the running program (installed programs), and the source tree when
+// the program runs from its build folder.
+std::vector<std::filesystem::path> resource_roots();
+
+// Resolves a default resource: the first root holding `relative`. An absolute path is returned
+// as it is. When no root holds it, throws RunError naming `what`, every place looked at and
+// `hint` (what to do about it, may be empty).
+std::filesystem::path resolve_resource(const std::string& relative, const std::string& what,
+                                       const std::string& hint = "");
 
 }  // namespace kvc::hosts

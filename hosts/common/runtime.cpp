@@ -54,7 +54,12 @@ nlohmann::ordered_json LoadedModel::describe() const {
 
 std::string model_path(const Options& options) {
   std::string path = options.get_string("model", "path");
-  if (path == kDefaultModel) return resolve_resource(path).string();
+  if (path == kDefaultModel) {
+    return resolve_resource(path, "the embedded model",
+                            "It is installed with kvc (share/kvc/models/kjv-mini); give another "
+                            "model folder with --model_name_or_path.")
+        .string();
+  }
   return path;
 }
 

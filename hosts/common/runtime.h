@@ -42,8 +42,9 @@ struct LoadedModel {
   nlohmann::ordered_json describe() const;
 };
 
-// The model path of the settings, with the embedded default resolved against the source tree
-// or the install prefix (see resolve_resource).
+// The model path of the settings, with the embedded default looked up in the working
+// directory, the user's data folder, the install prefix and the source tree (resolve_resource,
+// which names every place looked at when none holds it).
 std::string model_path(const Options& options);
 
 // Loads [model] path with backend, dtype, threads and `seed` (weights of synthetic: models).

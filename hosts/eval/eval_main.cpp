@@ -160,7 +160,12 @@ int run_eval(Options& options) {
   const Plan plan = plan_runs(options);
 
   std::string data_dir = options.get_string("eval", "data_dir");
-  if (data_dir == kDefaultDataDir) data_dir = resolve_resource(data_dir).string();
+  if (data_dir == kDefaultDataDir)
+    data_dir = resolve_resource(data_dir, "the evaluation text",
+                                "Prepare it with scripts/prepare_kjv.sh (installed in "
+                                "share/kvc/scripts), or give a folder of .txt files with "
+                                "--data_dir.")
+                   .string();
   list_text_files(data_dir);  // a missing or empty folder is reported before the model loads
   LoadedModel model = load_model(options, static_cast<uint64_t>(options.get_int("model", "seed")));
   TokenizerPtr own_tokenizer;

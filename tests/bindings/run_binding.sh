@@ -93,7 +93,8 @@ go)
   command -v go >/dev/null 2>&1 || skip "go not found (Debian: apt-get install golang-go)"
   export GOCACHE="$work/go-cache" GOPATH="$work/go-path" GOFLAGS=-mod=mod GOPROXY=off
   export GOTOOLCHAIN=local CGO_ENABLED=1
-  export CGO_LDFLAGS="-L$build/lib -Wl,-rpath,$build/lib"
+  # cgo asks pkg-config for kvc: the build tree's kvc.pc (source headers, lib/ with a RUNPATH).
+  export PKG_CONFIG_PATH="$build/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
   cd "$src/sdk/bindings/go/kvc"
   exec go test -count=1 -v .
   ;;

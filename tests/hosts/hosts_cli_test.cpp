@@ -453,3 +453,33 @@ TEST(Report, MarkdownTable) {
             "| streaming | 9.58 |\n"
             "| h2o       | 9.53 |\n");
 }
+
+TEST(Files, DefaultResourcesAreFoundAndAMissingOneListsEveryPlace) {
+  TempDir dir;
+  const char* old_xdg = std::getenv("XDG_DATA_HOME");
+  const std::string saved = old_xdg ? old_xdg : "";
+  setenv("XDG_DATA_HOME", (dir.path() / "xdg").c_str(), 1);
+  fs::create_directories(dir.path() / "xdg/kvc/models/tiny");
+  dir.write("xdg/kvc/models/tiny/config.json", "{}");
+  EXPECT_EQ(resolve_resource("models/tiny", "the model"), dir.path() / "xdg/kvc/models/tiny");
+  EXPECT_EQ(resolve_resource("/abs/path", "the model"), fs::path("/abs/path"));
+  try {
+    resolve_resource("models/none", "the embedded model", "Install it.");
+    FAIL() << "a missing default must be an error";
+  } catch (const RunError& e) {
+    const std::string what = e.what();
+    for (const std::string& part :
+         {std::string("the embedded model 'models/none' not found"),
+          std::string("models/none (working directory)"),
+          (dir.path() / "xdg/kvc/models/none").string(), std::string("Install it.")}) {
+      EXPECT_NE(what.find(part), std::string::npos) << part << " not in: " << what;
+    }
+    // Run from the build folder, so the source tree is one of the places.
+    EXPECT_NE(what.find(KVC_SOURCE_DIR), std::string::npos) << what;
+  }
+  if (old_xdg) {
+    setenv("XDG_DATA_HOME", saved.c_str(), 1);
+  } else {
+    unsetenv("XDG_DATA_HOME");
+  }
+}

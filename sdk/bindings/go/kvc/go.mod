@@ -1,3 +1,3 @@
-module kvc
+module github.com/kvc-project/kvc/sdk/bindings/go/kvc
 
 go 1.19

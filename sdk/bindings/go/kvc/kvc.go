@@ -13,13 +13,14 @@
 // Failures are *Error values carrying the status and the library's message; errors.Is(err,
 // kvc.ErrNotFound) tests the status. Close every session before its model.
 //
-// Building: the headers come from the source tree (or CGO_CFLAGS=-I<prefix>/include) and the
-// library from CGO_LDFLAGS="-L<dir> -Wl,-rpath,<dir>" or the system's search path.
+// Building: cgo asks pkg-config for kvc (kvc.pc, installed with kvc under <libdir>/pkgconfig;
+// set PKG_CONFIG_PATH for another prefix, or <build>/pkgconfig for a build tree, whose kvc.pc
+// also puts the build's lib/ in the RUNPATH). The import path and the go.mod lines for using
+// it from another module are in docs/bindings.md.
 package kvc
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../../../abi/include
-#cgo LDFLAGS: -lkvc
+#cgo pkg-config: kvc
 #include <stdlib.h>
 #include <kvc/kvc.h>
 */
@@ -94,7 +95,7 @@ func sized(name string, f func() C.kvc_status) error {
 	return err
 }
 
-// Version is the library's version text, e.g. "0.1.0".
+// Version is the library's version text, e.g. "0.2.0".
 func Version() string { return C.GoString(C.kvc_version_string()) }
 
 // AbiVersion is the (major, minor) ABI version of the loaded library.
@@ -250,7 +251,7 @@ type Model struct {
 // be nil.
 func LoadModel(path string, options *ModelOptions) (*Model, error) {
 	var o C.kvc_model_options
-	C.kvc_model_options_init(&o)
+	C.kvc_model_options_init_size(&o, C.size_t(unsafe.Sizeof(o)))
 	if options != nil {
 		o.backend = C.kvc_backend(options.Backend)
 		o.weight_dtype = C.kvc_dtype(options.Dtype)
@@ -285,7 +286,7 @@ func (m *Model) Close() error {
 
 func (m *Model) Info() (ModelInfo, error) {
 	var i C.kvc_model_info
-	C.kvc_model_info_init(&i)
+	C.kvc_model_info_init_size(&i, C.size_t(unsafe.Sizeof(i)))
 	if err := call("kvc_model_get_info", func() C.kvc_status { return C.kvc_model_get_info(m.p, &i) }); err != nil {
 		return ModelInfo{}, err
 	}
@@ -328,6 +329,9 @@ type SessionOptions struct {
 	Positions  Positions
 	MaxEntries int64  // hard limit per (layer, head); 0 = none
 	PolicyPath string // extra ':'-separated plugin folders
+	// A policy with typed values; replaces Policy, Params and PolicyPath (which must then be
+	// empty). The session keeps its own copy: the PolicyParams may be closed afterwards.
+	PolicyParams *PolicyParams
 }
 
 // Session is one sequence with its KV cache and policy. Not safe for concurrent use.
@@ -369,7 +373,18 @@ func (m *Model) NewSession(options *SessionOptions) (*Session, error) {
 		return nil, err
 	}
 	var o C.kvc_session_options
-	C.kvc_session_options_init(&o)
+	C.kvc_session_options_init_size(&o, C.size_t(unsafe.Sizeof(o)))
+	if options.PolicyParams != nil {
+		if options.Policy != "" || len(options.Params) > 0 || options.PolicyPath != "" {
+			return nil, &Error{Status: ErrInvalidArgument, Call: "kvc_session_create",
+				Message: "with PolicyParams, Policy, Params and PolicyPath must be empty"}
+		}
+		if options.PolicyParams.p == nil {
+			return nil, &Error{Status: ErrInvalidArgument, Call: "kvc_session_create",
+				Message: "the PolicyParams are closed"}
+		}
+		o.policy_params = options.PolicyParams.p
+	}
 	o.policy = cstr(options.Policy)
 	defer C.free(unsafe.Pointer(o.policy))
 	o.policy_path = cstr(options.PolicyPath)
@@ -410,17 +425,45 @@ const (
 	ScorePrefill ScoreMode = C.KVC_SCORE_PREFILL
 )
 
-// Score appends ids one token per step and returns the len(ids)-1 NLLs (nats) of ids[1:].
-func (s *Session) Score(ids []int32) ([]float32, error) { return s.ScoreMode(ids, ScoreStream) }
+// Score appends ids to the session and returns the len(ids)-1 NLLs (nats): value i is
+// -log p(ids[i+1] | everything before it in the session).
+func (s *Session) Score(ids []int32) ([]float32, error) { return s.ScoreWith(ids, ScoreOptions{}) }
 
 // ScoreMode is Score with an explicit mode.
 func (s *Session) ScoreMode(ids []int32, mode ScoreMode) ([]float32, error) {
+	return s.ScoreWith(ids, ScoreOptions{Mode: mode})
+}
+
+// DefaultBlockSize is what ScoreOptions.BlockSize 0 means (KVC_DEFAULT_BLOCK_SIZE).
+const DefaultBlockSize = C.KVC_DEFAULT_BLOCK_SIZE
+
+// ScoreOptions are the options of ScoreWith; the zero value streams with the default block.
+type ScoreOptions struct {
+	Mode ScoreMode
+	// Stream: tokens per forward pass (1..256); 0 = DefaultBlockSize. Every block size gives
+	// the same results (Session.ScoreReport says how the last score ran).
+	BlockSize int
+	// The token that follows ids in the text: its NLL is appended (len(ids) values).
+	NextToken *int32
+}
+
+// ScoreWith is Score with every option.
+func (s *Session) ScoreWith(ids []int32, options ScoreOptions) ([]float32, error) {
 	var o C.kvc_score_options
-	C.kvc_score_options_init(&o)
-	o.mode = C.kvc_score_mode(mode)
+	C.kvc_score_options_init_size(&o, C.size_t(unsafe.Sizeof(o)))
+	o.mode = C.kvc_score_mode(options.Mode)
+	o.block_size = C.int32_t(options.BlockSize)
 	n := len(ids) - 1
 	if n < 0 {
 		n = 0
+	}
+	if options.NextToken != nil {
+		// C memory: the options struct passed to C may not point to Go memory.
+		next := (*C.int32_t)(C.malloc(C.size_t(unsafe.Sizeof(C.int32_t(0)))))
+		defer C.free(unsafe.Pointer(next))
+		*next = C.int32_t(*options.NextToken)
+		o.next_token = next
+		n = len(ids)
 	}
 	nll := make([]float32, n)
 	err := call("kvc_session_score", func() C.kvc_status {
@@ -430,6 +473,92 @@ func (s *Session) ScoreMode(ids []int32, mode ScoreMode) ([]float32, error) {
 		return nil, err
 	}
 	return nll, nil
+}
+
+// ScoreReport says how a session's last score ran.
+type ScoreReport struct {
+	BlockSize int    // tokens per forward pass (1: token by token)
+	Path      string // "block" (exact, layer by layer), "token" or "prefill"
+	Reason    string // why "token" when a larger block was asked for; else ""
+}
+
+// ScoreReport is how the last Score ran.
+func (s *Session) ScoreReport() (ScoreReport, error) {
+	var r C.kvc_score_report
+	C.kvc_score_report_init_size(&r, C.size_t(unsafe.Sizeof(r)))
+	if err := call("kvc_session_score_report", func() C.kvc_status {
+		return C.kvc_session_score_report(s.p, &r)
+	}); err != nil {
+		return ScoreReport{}, err
+	}
+	return ScoreReport{BlockSize: int(r.block_size), Path: C.GoString(r.path),
+		Reason: C.GoString(r.reason)}, nil
+}
+
+// PolicyReport is the session's policy as the engine runs it, as JSON text (an object).
+func (s *Session) PolicyReport() (string, error) {
+	var n C.size_t
+	if err := sized("kvc_session_policy_report", func() C.kvc_status {
+		return C.kvc_session_policy_report(s.p, nil, 0, &n)
+	}); err != nil {
+		return "", err
+	}
+	buf := (*C.char)(C.malloc(n + 1))
+	defer C.free(unsafe.Pointer(buf))
+	if err := call("kvc_session_policy_report", func() C.kvc_status {
+		return C.kvc_session_policy_report(s.p, buf, n+1, &n)
+	}); err != nil {
+		return "", err
+	}
+	return C.GoStringN(buf, C.int(n)), nil
+}
+
+// CacheEntries lists the entries of one (layer, head), oldest first: their positions in the
+// text and their token ids.
+func (s *Session) CacheEntries(layer, head int) (positions []int64, ids []int32, err error) {
+	var n C.size_t
+	if err := sized("kvc_session_cache_entries", func() C.kvc_status {
+		return C.kvc_session_cache_entries(s.p, C.int32_t(layer), C.int32_t(head), nil, nil, 0, &n)
+	}); err != nil {
+		return nil, nil, err
+	}
+	positions = make([]int64, int(n)+1)
+	ids = make([]int32, int(n)+1)
+	err = call("kvc_session_cache_entries", func() C.kvc_status {
+		return C.kvc_session_cache_entries(s.p, C.int32_t(layer), C.int32_t(head),
+			(*C.int64_t)(unsafe.Pointer(&positions[0])), int32Ptr(ids), n, &n)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return positions[:int(n)], ids[:int(n)], nil
+}
+
+// CacheScores are the values of the signal the policy ranks entries by, for the entries of
+// one (layer, head) in CacheEntries order. ErrNotFound for policies that rank by no signal
+// (streaming, sepllm, the full cache).
+func (s *Session) CacheScores(layer, head int) ([]float32, error) {
+	var n C.size_t
+	if err := sized("kvc_session_cache_scores", func() C.kvc_status {
+		return C.kvc_session_cache_scores(s.p, C.int32_t(layer), C.int32_t(head), nil, 0, &n)
+	}); err != nil {
+		return nil, err
+	}
+	scores := make([]float32, int(n)+1)
+	if err := call("kvc_session_cache_scores", func() C.kvc_status {
+		return C.kvc_session_cache_scores(s.p, C.int32_t(layer), C.int32_t(head), floatPtr(scores), n, &n)
+	}); err != nil {
+		return nil, err
+	}
+	return scores[:int(n)], nil
+}
+
+// Keep evicts by hand: only the entries at ranks (0 = oldest, strictly increasing) of
+// (layer, head) stay; -1 for layer or head means all of them.
+func (s *Session) Keep(layer, head int, ranks []int32) error {
+	return call("kvc_session_keep", func() C.kvc_status {
+		return C.kvc_session_keep(s.p, C.int32_t(layer), C.int32_t(head), int32Ptr(ranks), C.size_t(len(ranks)))
+	})
 }
 
 type Logits int
@@ -473,7 +602,7 @@ type CacheStats struct {
 
 func (s *Session) CacheStats() (CacheStats, error) {
 	var c C.kvc_cache_stats
-	C.kvc_cache_stats_init(&c)
+	C.kvc_cache_stats_init_size(&c, C.size_t(unsafe.Sizeof(c)))
 	if err := call("kvc_session_cache_stats", func() C.kvc_status { return C.kvc_session_cache_stats(s.p, &c) }); err != nil {
 		return CacheStats{}, err
 	}
@@ -511,21 +640,24 @@ func ListPolicies(extraPath string) ([]PolicyInfo, error) {
 	defer C.kvc_policy_list_free(list)
 	var out []PolicyInfo
 	for i := 0; i < int(C.kvc_policy_list_size(list)); i++ {
-		p := C.kvc_policy_list_get(list, C.size_t(i))
-		info := PolicyInfo{Name: C.GoString(p.name), Version: C.GoString(p.version),
-			Description: C.GoString(p.description), Path: C.GoString(p.path)}
-		for _, q := range unsafe.Slice(p.params, int(p.n_params)) {
-			typ := fmt.Sprint(int(q._type))
-			if int(q._type) < len(paramTypes) {
-				typ = paramTypes[q._type]
-			}
-			info.Params = append(info.Params, ParamInfo{Name: C.GoString(q.name), Type: typ,
-				Default: C.GoString(q.default_value), Help: C.GoString(q.help),
-				Min: float64(q.min_value), Max: float64(q.max_value), Choices: C.GoString(q.choices)})
-		}
-		out = append(out, info)
+		out = append(out, policyInfo(C.kvc_policy_list_get(list, C.size_t(i))))
 	}
 	return out, nil
+}
+
+func policyInfo(p *C.kvc_policy_info) PolicyInfo {
+	info := PolicyInfo{Name: C.GoString(p.name), Version: C.GoString(p.version),
+		Description: C.GoString(p.description), Path: C.GoString(p.path)}
+	for _, q := range unsafe.Slice(p.params, int(p.n_params)) {
+		typ := fmt.Sprint(int(q._type))
+		if int(q._type) < len(paramTypes) {
+			typ = paramTypes[q._type]
+		}
+		info.Params = append(info.Params, ParamInfo{Name: C.GoString(q.name), Type: typ,
+			Default: C.GoString(q.default_value), Help: C.GoString(q.help),
+			Min: float64(q.min_value), Max: float64(q.max_value), Choices: C.GoString(q.choices)})
+	}
+	return info
 }
 
 // CheckPolicy validates a policy and its parameters without a model.
@@ -539,4 +671,126 @@ func CheckPolicy(name string, params []Param, extraPath string) error {
 	return call("kvc_policy_check", func() C.kvc_status {
 		return C.kvc_policy_check(cn, ce, arr, C.size_t(len(params)))
 	})
+}
+
+// ---- Typed parameters -------------------------------------------------------------------------
+
+// PolicyParams is a policy with typed parameter values (kvc_policy_params), for
+// SessionOptions.PolicyParams. Each value is checked against the policy's schema when it is
+// set; setting one parameter twice is an error; unset parameters keep their defaults. One
+// goroutine at a time; Close it when done.
+type PolicyParams struct {
+	p    *C.kvc_policy_params
+	info PolicyInfo
+}
+
+// NewPolicyParams loads a policy (a name or a path to a .so; extraPath: ':'-separated folders
+// searched first, may be "") and starts from its defaults.
+func NewPolicyParams(policy, extraPath string) (*PolicyParams, error) {
+	cn := C.CString(policy)
+	defer C.free(unsafe.Pointer(cn))
+	ce := cstr(extraPath)
+	defer C.free(unsafe.Pointer(ce))
+	var p *C.kvc_policy_params
+	if err := call("kvc_policy_params_create", func() C.kvc_status {
+		return C.kvc_policy_params_create(cn, ce, &p)
+	}); err != nil {
+		return nil, err
+	}
+	pp := &PolicyParams{p: p, info: policyInfo(C.kvc_policy_params_policy(p))}
+	runtime.SetFinalizer(pp, (*PolicyParams).Close)
+	return pp, nil
+}
+
+// Close frees the handle (sessions made from it keep their own copy). Idempotent.
+func (pp *PolicyParams) Close() error {
+	if pp.p != nil {
+		C.kvc_policy_params_free(pp.p)
+		pp.p = nil
+		runtime.SetFinalizer(pp, nil)
+	}
+	return nil
+}
+
+// Policy describes the policy: name, version, description, file and schema.
+func (pp *PolicyParams) Policy() PolicyInfo { return pp.info }
+
+func (pp *PolicyParams) set(function, name string, f func(*C.char) C.kvc_status) error {
+	if pp.p == nil {
+		return &Error{Status: ErrInvalidArgument, Call: function, Message: "the PolicyParams are closed"}
+	}
+	cn := C.CString(name)
+	defer C.free(unsafe.Pointer(cn))
+	return call(function, func() C.kvc_status { return f(cn) })
+}
+
+// SetText sets a value in the kvc_param text syntax ("128", "0.5", "true", "0,1,2").
+func (pp *PolicyParams) SetText(name, value string) error {
+	cv := C.CString(value)
+	defer C.free(unsafe.Pointer(cv))
+	return pp.set("kvc_policy_params_set_text", name, func(cn *C.char) C.kvc_status {
+		return C.kvc_policy_params_set_text(pp.p, cn, cv)
+	})
+}
+
+// SetInt sets an int (or float, or one-item int list) parameter.
+func (pp *PolicyParams) SetInt(name string, value int64) error {
+	return pp.set("kvc_policy_params_set_int", name, func(cn *C.char) C.kvc_status {
+		return C.kvc_policy_params_set_int(pp.p, cn, C.int64_t(value))
+	})
+}
+
+// SetFloat sets a float parameter.
+func (pp *PolicyParams) SetFloat(name string, value float64) error {
+	return pp.set("kvc_policy_params_set_float", name, func(cn *C.char) C.kvc_status {
+		return C.kvc_policy_params_set_float(pp.p, cn, C.double(value))
+	})
+}
+
+// SetBool sets a bool parameter.
+func (pp *PolicyParams) SetBool(name string, value bool) error {
+	v := C.int(0)
+	if value {
+		v = 1
+	}
+	return pp.set("kvc_policy_params_set_bool", name, func(cn *C.char) C.kvc_status {
+		return C.kvc_policy_params_set_bool(pp.p, cn, v)
+	})
+}
+
+// SetInts sets an int-list parameter.
+func (pp *PolicyParams) SetInts(name string, values []int64) error {
+	var ptr *C.int64_t
+	if len(values) > 0 {
+		ptr = (*C.int64_t)(unsafe.Pointer(&values[0]))
+	}
+	return pp.set("kvc_policy_params_set_ints", name, func(cn *C.char) C.kvc_status {
+		return C.kvc_policy_params_set_ints(pp.p, cn, ptr, C.size_t(len(values)))
+	})
+}
+
+// SetStrings sets a string-list parameter.
+func (pp *PolicyParams) SetStrings(name string, values []string) error {
+	var arr **C.char
+	if len(values) > 0 {
+		arr = (**C.char)(C.malloc(C.size_t(len(values)) * C.size_t(unsafe.Sizeof((*C.char)(nil)))))
+		items := unsafe.Slice(arr, len(values))
+		for i, v := range values {
+			items[i] = C.CString(v)
+		}
+		defer func() {
+			for i := range items {
+				C.free(unsafe.Pointer(items[i]))
+			}
+			C.free(unsafe.Pointer(arr))
+		}()
+	}
+	return pp.set("kvc_policy_params_set_strings", name, func(cn *C.char) C.kvc_status {
+		return C.kvc_policy_params_set_strings(pp.p, cn, arr, C.size_t(len(values)))
+	})
+}
+
+// Check creates and destroys one instance without a model, so the policy's own checks run.
+func (pp *PolicyParams) Check() error {
+	return call("kvc_policy_params_check", func() C.kvc_status { return C.kvc_policy_params_check(pp.p) })
 }

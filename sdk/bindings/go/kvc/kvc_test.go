@@ -289,3 +289,59 @@ func TestListPolicies(t *testing.T) {
 	}
 	t.Fatalf("streaming not listed: %+v", policies)
 }
+
+func TestTypedParamsBlockScoringAndReports(t *testing.T) {
+	r := loadReference(t)
+	m := loadModel(t, r)
+	ids := r.ids(t, "ids")
+	pp, err := NewPolicyParams("streaming", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pp.SetInt("start_size", 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := pp.SetText("recent_size", "16"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pp.SetInt("start_size", 8); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("a second set: %v", err)
+	}
+	if pp.Policy().Name != "streaming" {
+		t.Fatal(pp.Policy().Name)
+	}
+	s := newSession(t, m, &SessionOptions{PolicyParams: pp})
+	defer s.Close()
+	pp.Close() // the session keeps its own copy
+	nll, err := s.ScoreWith(ids, ScoreOptions{BlockSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertClose(t, nll, r.floats(t, "nll.streaming"), "typed streaming, block 8")
+	if rep, err := s.ScoreReport(); err != nil || (rep.Path != "block" && rep.Path != "token") {
+		t.Fatalf("score report %+v, %v", rep, err)
+	}
+	if js, err := s.PolicyReport(); err != nil || !strings.Contains(js, "streaming") {
+		t.Fatalf("policy report %q, %v", js, err)
+	}
+	if _, err := s.CacheScores(0, 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("cache scores of streaming: %v", err)
+	}
+	if pos, tok, err := s.CacheEntries(0, 0); err != nil || len(pos) != len(tok) || len(pos) == 0 {
+		t.Fatalf("cache entries %v %v %v", pos, tok, err)
+	}
+
+	// Two calls with NextToken give the NLLs of one.
+	b := newSession(t, m, nil)
+	defer b.Close()
+	next := ids[10]
+	head, err := b.ScoreWith(ids[:10], ScoreOptions{NextToken: &next})
+	if err != nil || len(head) != 10 {
+		t.Fatalf("head %d, %v", len(head), err)
+	}
+	tail, err := b.Score(ids[10:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertClose(t, append(head, tail...), r.floats(t, "nll.baseline"), "scored in two calls")
+}

@@ -206,5 +206,140 @@ def test_closing_model_closes_sessions():
     s.close()  # idempotent
 
 
+# ---- Argument checking: shapes and types are rejected, never reinterpreted ---------------------
+
+
+@pytest.mark.parametrize("bad, error", [
+    ([[1, 2], [3, 4]], ValueError),  # a 2-D batch is not flattened
+    ([1.9, 2.0], TypeError),  # float ids are not truncated
+    ([True, 2], TypeError),
+    ("In the beginning", TypeError),  # text, not ids
+    (7, TypeError),
+    ([0, 2 ** 40], ValueError),  # outside int32
+])
+def test_bad_ids_are_rejected(model, bad, error):
+    with model.session() as s:
+        with pytest.raises(error):
+            s.score(bad)
+        assert s.cache_stats().n_tokens_seen == 0  # nothing was fed
+
+
+def test_bad_numpy_ids_are_rejected(model):
+    np = pytest.importorskip("numpy")
+    ids = ints("ids")
+    with model.session() as s:
+        with pytest.raises(ValueError, match="1-D"):
+            s.score(np.array([ids[:4], ids[4:8]], dtype=np.int32))
+        with pytest.raises(TypeError, match="dtype"):
+            s.score(np.array(ids, dtype=np.float32))
+        with pytest.raises(TypeError, match="dtype"):
+            s.score(np.array(ids, dtype=bool))
+        assert s.cache_stats().n_tokens_seen == 0
+
+
+def test_step_logits_shapes(model):
+    ids = ints("ids")[:5]
+    vocab = model.info.vocab_size
+    with model.session() as s:
+        rows = s.step(ids, logits="all")
+        assert len(rows) == 5 and all(len(r) == vocab for r in rows)
+        s.reset()
+        assert len(s.step(ids, logits="last")) == vocab
+        assert s.step(ids[:1], logits="none") is None
+    np = pytest.importorskip("numpy")
+    with model.session() as s:
+        arr = s.step(np.array(ids), logits="all", numpy=True)
+        assert arr.shape == (5, vocab) and arr.dtype == np.float32
+        assert max(abs(a - b) for a, b in zip(arr[-1].tolist(), rows[-1])) == 0
+
+
+def test_errors_derive_from_builtins(model):
+    with pytest.raises(FileNotFoundError) as e:
+        kvc.Model("/nonexistent/kvc-model-dir")
+    assert isinstance(e.value, kvc.KvcError) and isinstance(e.value, kvc.FileError)
+    with pytest.raises(LookupError) as e:
+        model.session("no_such_policy")
+    assert isinstance(e.value, kvc.NotFoundError) and e.value.call == "kvc_session_create"
+    with pytest.raises(ValueError) as e:
+        kvc.check_policy("streaming", {"start_size": -5})
+    assert isinstance(e.value, kvc.InvalidArgumentError)
+    with model.session() as s, pytest.raises(ValueError) as e:
+        s.score([0, model.info.vocab_size + 5])
+    assert isinstance(e.value, kvc.KvcError)
+    with pytest.raises(ValueError):
+        model.session(positions="sideways")
+
+
+# ---- The ABI 1.1 calls ---------------------------------------------------------------------------
+
+
+def test_score_options_and_report(model):
+    ids = ints("ids")
+    with model.session("streaming", STREAMING) as s:
+        by_token = s.score(ids, block_size=1)
+        assert s.score_report().block_size == 1
+        s.reset()
+        blocked = s.score(ids, block_size=8)
+        report = s.score_report()
+        assert report.block_size in (1, 8) and report.path in ("block", "token")
+    assert_close(blocked, by_token, "block 8 vs token by token")
+    with model.session() as s:
+        head = s.score(ids[:10], next_token=ids[10])
+        assert len(head) == 10
+        tail = s.score(ids[10:])
+    assert_close(head + tail, floats("nll.baseline"), "scored in two calls")
+
+
+def test_score_details(model):
+    ids = ints("ids")
+    with model.session("streaming", STREAMING) as s:
+        r = s.score_details(ids, logits=True)
+    assert_close(r.nll, floats("nll.streaming"), "details NLLs")
+    assert len(r.cache_entries) == len(ids) and max(r.cache_entries) <= 4 + 16
+    assert sum(r.evicted) > 0
+    assert len(r.logits) == len(ids) and len(r.logits[0]) == model.info.vocab_size
+
+
+def test_policy_params_typed(model):
+    p = kvc.PolicyParams("streaming", {"start_size": 4})
+    p.set("recent_size", 16)
+    assert p.policy.name == "streaming"
+    assert p.get("recent_size") == 16 and p.is_set("start_size")
+    assert set(p.values()) >= {"start_size", "recent_size"}
+    with pytest.raises(TypeError):
+        p.set("recent_size", 1.5)
+    with pytest.raises(ValueError):  # set twice
+        p.set("start_size", 8)
+    p.check()
+    with model.session(p) as s:
+        nll = s.score(ints("ids"))
+        report = s.policy_report()
+    p.close()
+    assert_close(nll, floats("nll.streaming"), "typed streaming NLLs")
+    assert "streaming" in json.dumps(report)
+
+
+def test_cache_scores_and_keep(model):
+    ids = ints("ids")
+    with model.session("h2o", {"start_size": 2, "recent_size": 8, "heavy_size": 8}) as s:
+        s.score(ids)
+        positions, _ = s.cache_entries(0, 0)
+        assert len(s.cache_scores(0, 0)) == len(positions)
+    with model.session("streaming", STREAMING) as s:
+        s.score(ids)
+        with pytest.raises(LookupError):
+            s.cache_scores(0, 0)
+        s.keep(-1, -1, [0, 1])
+        assert s.cache_stats().max_entries_now == 2
+
+
+def test_perplexity_helper(model):
+    ids = ints("ids")
+    with model.session() as s:
+        nll = s.score(ids)
+    with model.session() as s:
+        assert abs(s.perplexity(ids) - kvc.perplexity(nll)) < 1e-9
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

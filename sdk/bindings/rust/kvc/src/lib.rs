@@ -139,7 +139,7 @@ fn cstring(s: &str, what: &str, call: &'static str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::nul(what, call))
 }
 
-/// Human-readable library version, e.g. "0.1.0".
+/// Human-readable library version, e.g. "0.2.0".
 pub fn version() -> String {
     unsafe { text(sys::kvc_version_string()) }.unwrap_or_default()
 }
@@ -382,11 +382,7 @@ impl Model {
     /// "synthetic:pythia-70m"-style name.
     pub fn load(path: &str, options: &ModelOptions) -> Result<Model> {
         let c = cstring(path, "the model path", "kvc_model_load")?;
-        let mut o = unsafe {
-            let mut o = std::mem::MaybeUninit::<sys::kvc_model_options>::uninit();
-            sys::kvc_model_options_init(o.as_mut_ptr());
-            o.assume_init()
-        };
+        let mut o = unsafe { sys::init(sys::kvc_model_options_init_size) };
         o.backend = options.backend.code();
         o.weight_dtype = options.dtype.code();
         o.n_threads = options.threads;
@@ -404,9 +400,7 @@ impl Model {
 
     pub fn info(&self) -> Result<ModelInfo> {
         let i = unsafe {
-            let mut i = std::mem::MaybeUninit::<sys::kvc_model_info>::uninit();
-            sys::kvc_model_info_init(i.as_mut_ptr());
-            let mut i = i.assume_init();
+            let mut i: sys::kvc_model_info = sys::init(sys::kvc_model_info_init_size);
             check(
                 sys::kvc_model_get_info(self.ptr.as_ptr(), &mut i),
                 "kvc_model_get_info",
@@ -454,11 +448,7 @@ impl Model {
             None => None,
         };
         let (_strings, params) = param_array(&options.params, CALL)?;
-        let mut o = unsafe {
-            let mut o = std::mem::MaybeUninit::<sys::kvc_session_options>::uninit();
-            sys::kvc_session_options_init(o.as_mut_ptr());
-            o.assume_init()
-        };
+        let mut o = session_options(options);
         o.policy = policy.as_ref().map_or(ptr::null(), |c| c.as_ptr());
         o.params = if params.is_empty() {
             ptr::null()
@@ -466,17 +456,38 @@ impl Model {
             params.as_ptr()
         };
         o.n_params = params.len();
-        o.positions = match options.positions {
-            Positions::Shift => sys::KVC_POSITIONS_SHIFT,
-            Positions::Original => sys::KVC_POSITIONS_ORIGINAL,
-        };
-        o.max_entries = options.max_entries;
         o.policy_path = policy_path.as_ref().map_or(ptr::null(), |c| c.as_ptr());
+        self.create_session(&o)
+    }
+
+    /// A new session whose policy and typed parameters come from `params`; `options` gives
+    /// the positions and the entry limit (its policy, params and policy path must be unset).
+    pub fn session_with_params(
+        &self,
+        params: &PolicyParams,
+        options: &SessionOptions,
+    ) -> Result<Session<'_>> {
+        if options.policy.is_some() || !options.params.is_empty() || options.policy_path.is_some() {
+            return Err(Error {
+                status: Status::InvalidArgument,
+                code: 1,
+                message: "with PolicyParams, the session options must not name a policy, \
+                          parameters or a policy path"
+                    .to_string(),
+                call: "kvc_session_create",
+            });
+        }
+        let mut o = session_options(options);
+        o.policy_params = params.ptr.as_ptr();
+        self.create_session(&o)
+    }
+
+    fn create_session(&self, o: &sys::kvc_session_options) -> Result<Session<'_>> {
         let mut out = ptr::null_mut();
         // The library takes a non-const model pointer but never mutates a loaded model.
         check(
-            unsafe { sys::kvc_session_create(self.ptr.as_ptr(), &o, &mut out) },
-            CALL,
+            unsafe { sys::kvc_session_create(self.ptr.as_ptr(), o, &mut out) },
+            "kvc_session_create",
         )?;
         let vocab = self.info()?.vocab_size as usize;
         Ok(Session {
@@ -485,6 +496,16 @@ impl Model {
             _model: PhantomData,
         })
     }
+}
+
+fn session_options(options: &SessionOptions) -> sys::kvc_session_options {
+    let mut o: sys::kvc_session_options = unsafe { sys::init(sys::kvc_session_options_init_size) };
+    o.positions = match options.positions {
+        Positions::Shift => sys::KVC_POSITIONS_SHIFT,
+        Positions::Original => sys::KVC_POSITIONS_ORIGINAL,
+    };
+    o.max_entries = options.max_entries;
+    o
 }
 
 impl Drop for Model {
@@ -536,6 +557,38 @@ pub enum Logits {
     None,
     Last,
     All,
+}
+
+/// Options of [`Session::score_opts`] (`kvc_score_options`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScoreOptions {
+    pub mode: ScoreMode,
+    /// Stream: tokens per forward pass (1..=256); 0 = the library's default
+    /// ([`sys::KVC_DEFAULT_BLOCK_SIZE`]). Every block size gives the same results.
+    pub block_size: i32,
+    /// The token that follows the ids in the text: its NLL is appended.
+    pub next_token: Option<i32>,
+}
+
+impl Default for ScoreOptions {
+    fn default() -> Self {
+        ScoreOptions {
+            mode: ScoreMode::Stream,
+            block_size: 0,
+            next_token: None,
+        }
+    }
+}
+
+/// How a session's last score ran (`kvc_score_report`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScoreReport {
+    /// Tokens per forward pass (1: token by token).
+    pub block_size: i32,
+    /// "block" (exact, layer by layer), "token" or "prefill".
+    pub path: String,
+    /// Why "token" when a larger block was asked for; else "".
+    pub reason: String,
 }
 
 /// Options of a session: a builder over `kvc_session_options`.
@@ -614,22 +667,42 @@ pub struct Session<'m> {
 unsafe impl Send for Session<'_> {}
 
 impl Session<'_> {
-    /// Appends `ids` one token per step and returns the n-1 NLLs (nats) of ids[1..].
+    /// Appends `ids` to the session and returns their n-1 NLLs (nats): value i is
+    /// -log p(ids[i+1] | everything before it in the session). Streamed with the library's
+    /// default block size (the same results as one token per step).
     pub fn score(&mut self, ids: &[i32]) -> Result<Vec<f32>> {
-        self.score_with(ids, ScoreMode::Stream)
+        self.score_opts(ids, &ScoreOptions::default())
     }
 
     pub fn score_with(&mut self, ids: &[i32], mode: ScoreMode) -> Result<Vec<f32>> {
-        let mut o = unsafe {
-            let mut o = std::mem::MaybeUninit::<sys::kvc_score_options>::uninit();
-            sys::kvc_score_options_init(o.as_mut_ptr());
-            o.assume_init()
-        };
-        o.mode = match mode {
+        self.score_opts(
+            ids,
+            &ScoreOptions {
+                mode,
+                ..ScoreOptions::default()
+            },
+        )
+    }
+
+    /// [`Session::score`] with every option: the mode, the block size and the next token
+    /// (with it, n NLLs: the last one is next_token's).
+    pub fn score_opts(&mut self, ids: &[i32], options: &ScoreOptions) -> Result<Vec<f32>> {
+        let mut o: sys::kvc_score_options = unsafe { sys::init(sys::kvc_score_options_init_size) };
+        o.mode = match options.mode {
             ScoreMode::Stream => sys::KVC_SCORE_STREAM,
             ScoreMode::Prefill => sys::KVC_SCORE_PREFILL,
         };
-        let mut nll = vec![0f32; ids.len().saturating_sub(1)];
+        o.block_size = options.block_size;
+        let next = options.next_token.unwrap_or(0);
+        if options.next_token.is_some() {
+            o.next_token = &next;
+        }
+        let n = if options.next_token.is_some() {
+            ids.len()
+        } else {
+            ids.len().saturating_sub(1)
+        };
+        let mut nll = vec![0f32; n];
         check(
             unsafe {
                 sys::kvc_session_score(
@@ -644,6 +717,49 @@ impl Session<'_> {
             "kvc_session_score",
         )?;
         Ok(nll)
+    }
+
+    /// How the last score ran: the block size, "block", "token" or "prefill", and why it fell
+    /// back to token by token when it did.
+    pub fn score_report(&self) -> Result<ScoreReport> {
+        unsafe {
+            let mut r: sys::kvc_score_report = sys::init(sys::kvc_score_report_init_size);
+            check(
+                sys::kvc_session_score_report(self.ptr.as_ptr(), &mut r),
+                "kvc_session_score_report",
+            )?;
+            Ok(ScoreReport {
+                block_size: r.block_size,
+                path: text(r.path).unwrap_or_default(),
+                reason: text(r.reason).unwrap_or_default(),
+            })
+        }
+    }
+
+    /// The session's policy as the engine runs it, as JSON text (an object).
+    pub fn policy_report(&self) -> Result<String> {
+        const CALL: &str = "kvc_session_policy_report";
+        let mut n = 0usize;
+        let st = unsafe {
+            sys::kvc_session_policy_report(self.ptr.as_ptr(), ptr::null_mut(), 0, &mut n)
+        };
+        if st != sys::KVC_OK && st != sys::KVC_ERR_BUFFER_TOO_SMALL {
+            return Err(Error::from_library(st, CALL));
+        }
+        let mut buf = vec![0u8; n + 1];
+        check(
+            unsafe {
+                sys::kvc_session_policy_report(
+                    self.ptr.as_ptr(),
+                    buf.as_mut_ptr() as *mut c_char,
+                    buf.len(),
+                    &mut n,
+                )
+            },
+            CALL,
+        )?;
+        buf.truncate(n);
+        Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 
     /// exp(mean NLL) of `ids` (scored one token per step).
@@ -687,9 +803,7 @@ impl Session<'_> {
 
     pub fn cache_stats(&self) -> Result<CacheStats> {
         let s = unsafe {
-            let mut s = std::mem::MaybeUninit::<sys::kvc_cache_stats>::uninit();
-            sys::kvc_cache_stats_init(s.as_mut_ptr());
-            let mut s = s.assume_init();
+            let mut s: sys::kvc_cache_stats = sys::init(sys::kvc_cache_stats_init_size);
             check(
                 sys::kvc_session_cache_stats(self.ptr.as_ptr(), &mut s),
                 "kvc_session_cache_stats",
@@ -720,6 +834,93 @@ impl Session<'_> {
             "kvc_session_cache_counts",
         )?;
         Ok(counts)
+    }
+
+    /// (positions in the text, token ids) of the entries of one (layer, head), oldest first.
+    pub fn cache_entries(&self, layer: i32, head: i32) -> Result<(Vec<i64>, Vec<i32>)> {
+        const CALL: &str = "kvc_session_cache_entries";
+        let mut n = 0usize;
+        let st = unsafe {
+            sys::kvc_session_cache_entries(
+                self.ptr.as_ptr(),
+                layer,
+                head,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                0,
+                &mut n,
+            )
+        };
+        if st != sys::KVC_OK && st != sys::KVC_ERR_BUFFER_TOO_SMALL {
+            return Err(Error::from_library(st, CALL));
+        }
+        let mut positions = vec![0i64; n];
+        let mut ids = vec![0i32; n];
+        check(
+            unsafe {
+                sys::kvc_session_cache_entries(
+                    self.ptr.as_ptr(),
+                    layer,
+                    head,
+                    positions.as_mut_ptr(),
+                    ids.as_mut_ptr(),
+                    n,
+                    &mut n,
+                )
+            },
+            CALL,
+        )?;
+        positions.truncate(n);
+        ids.truncate(n);
+        Ok((positions, ids))
+    }
+
+    /// The values of the signal the policy ranks entries by, for the entries of one
+    /// (layer, head) in [`Session::cache_entries`] order. `Status::NotFound` for policies
+    /// that rank by no signal (streaming, sepllm, the full cache).
+    pub fn cache_scores(&self, layer: i32, head: i32) -> Result<Vec<f32>> {
+        const CALL: &str = "kvc_session_cache_scores";
+        let mut n = 0usize;
+        let st = unsafe {
+            sys::kvc_session_cache_scores(
+                self.ptr.as_ptr(),
+                layer,
+                head,
+                ptr::null_mut(),
+                0,
+                &mut n,
+            )
+        };
+        if st != sys::KVC_OK && st != sys::KVC_ERR_BUFFER_TOO_SMALL {
+            return Err(Error::from_library(st, CALL));
+        }
+        let mut scores = vec![0f32; n];
+        check(
+            unsafe {
+                sys::kvc_session_cache_scores(
+                    self.ptr.as_ptr(),
+                    layer,
+                    head,
+                    scores.as_mut_ptr(),
+                    n,
+                    &mut n,
+                )
+            },
+            CALL,
+        )?;
+        scores.truncate(n);
+        Ok(scores)
+    }
+
+    /// Manual eviction: keeps only the entries at `ranks` (0 = oldest, strictly increasing) of
+    /// (layer, head); -1 for layer or head means all of them.
+    pub fn keep(&mut self, layer: i32, head: i32, ranks: &[i32]) -> Result<()> {
+        check(
+            unsafe {
+                sys::kvc_session_keep(self.ptr.as_ptr(), layer, head, ranks.as_ptr(), ranks.len())
+            },
+            "kvc_session_keep",
+        )
     }
 }
 
@@ -772,41 +973,41 @@ pub fn list_policies(extra_path: Option<&str>) -> Result<Vec<PolicyInfo>> {
     let mut out = Vec::new();
     unsafe {
         for i in 0..sys::kvc_policy_list_size(list) {
-            let p = &*sys::kvc_policy_list_get(list, i);
-            let mut params = Vec::with_capacity(p.n_params);
-            for k in 0..p.n_params {
-                let q = &*p.params.add(k);
-                params.push(ParamInfo {
-                    name: text(q.name).unwrap_or_default(),
-                    kind: match q.type_ {
-                        0 => "int",
-                        1 => "float",
-                        2 => "bool",
-                        3 => "choice",
-                        4 => "int_list",
-                        5 => "string_list",
-                        _ => "unknown",
-                    },
-                    default_value: text(q.default_value),
-                    min_value: q.min_value,
-                    max_value: q.max_value,
-                    choices: text(q.choices)
-                        .map(|c| c.split('|').map(str::to_string).collect())
-                        .unwrap_or_default(),
-                    help: text(q.help),
-                });
-            }
-            out.push(PolicyInfo {
-                name: text(p.name).unwrap_or_default(),
-                version: text(p.version).unwrap_or_default(),
-                description: text(p.description).unwrap_or_default(),
-                path: text(p.path).unwrap_or_default(),
-                params,
-            });
+            out.push(policy_info(&*sys::kvc_policy_list_get(list, i)));
         }
         sys::kvc_policy_list_free(list);
     }
     Ok(out)
+}
+
+const PARAM_TYPES: [&str; 6] = ["int", "float", "bool", "choice", "int_list", "string_list"];
+
+unsafe fn policy_info(p: &sys::kvc_policy_info) -> PolicyInfo {
+    let mut params = Vec::with_capacity(p.n_params);
+    for k in 0..p.n_params {
+        let q = &*p.params.add(k);
+        params.push(ParamInfo {
+            name: text(q.name).unwrap_or_default(),
+            kind: PARAM_TYPES
+                .get(q.type_ as usize)
+                .copied()
+                .unwrap_or("unknown"),
+            default_value: text(q.default_value),
+            min_value: q.min_value,
+            max_value: q.max_value,
+            choices: text(q.choices)
+                .map(|c| c.split('|').map(str::to_string).collect())
+                .unwrap_or_default(),
+            help: text(q.help),
+        });
+    }
+    PolicyInfo {
+        name: text(p.name).unwrap_or_default(),
+        version: text(p.version).unwrap_or_default(),
+        description: text(p.description).unwrap_or_default(),
+        path: text(p.path).unwrap_or_default(),
+        params,
+    }
 }
 
 /// Validates a policy and its parameters without a model.
@@ -837,4 +1038,197 @@ pub fn check_policy(name: &str, params: &[(&str, &str)], extra_path: Option<&str
         },
         CALL,
     )
+}
+
+// ---- Typed parameters --------------------------------------------------------------------------
+
+/// A typed parameter value, as [`PolicyParams::get`] returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Choice(String),
+    Ints(Vec<i64>),
+    Strings(Vec<String>),
+}
+
+/// A policy with typed parameter values (`kvc_policy_params`), for
+/// [`Model::session_with_params`]. Each value is checked against the policy's schema when it
+/// is set; setting one parameter twice is an error; unset parameters keep their defaults.
+pub struct PolicyParams {
+    ptr: NonNull<sys::kvc_policy_params>,
+    info: PolicyInfo,
+}
+
+// Used by one thread at a time (`&mut self` setters); it may move between threads.
+unsafe impl Send for PolicyParams {}
+
+impl PolicyParams {
+    /// Loads the policy (a name or a path to a .so; `extra_path`: ':'-separated folders searched
+    /// first) and starts from its defaults.
+    pub fn new(policy: &str, extra_path: Option<&str>) -> Result<PolicyParams> {
+        const CALL: &str = "kvc_policy_params_create";
+        let name = cstring(policy, "the policy name", CALL)?;
+        let extra = match extra_path {
+            Some(p) => Some(cstring(p, "the policy path", CALL)?),
+            None => None,
+        };
+        let mut out = ptr::null_mut();
+        check(
+            unsafe {
+                sys::kvc_policy_params_create(
+                    name.as_ptr(),
+                    extra.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
+                    &mut out,
+                )
+            },
+            CALL,
+        )?;
+        let ptr = NonNull::new(out).expect("non-null");
+        let info = unsafe { policy_info(&*sys::kvc_policy_params_policy(ptr.as_ptr())) };
+        Ok(PolicyParams { ptr, info })
+    }
+
+    /// The policy: name, version, description, file and schema.
+    pub fn policy(&self) -> &PolicyInfo {
+        &self.info
+    }
+
+    fn name(name: &str, call: &'static str) -> Result<CString> {
+        cstring(name, "a parameter name", call)
+    }
+
+    /// A value in the kvc_param text syntax ("128", "0.5", "true", "per_head", "0,1,2").
+    pub fn set_text(&mut self, name: &str, value: &str) -> Result<()> {
+        const CALL: &str = "kvc_policy_params_set_text";
+        let (n, v) = (
+            Self::name(name, CALL)?,
+            cstring(value, "a parameter value", CALL)?,
+        );
+        check(
+            unsafe { sys::kvc_policy_params_set_text(self.ptr.as_ptr(), n.as_ptr(), v.as_ptr()) },
+            CALL,
+        )
+    }
+
+    pub fn set_int(&mut self, name: &str, value: i64) -> Result<()> {
+        const CALL: &str = "kvc_policy_params_set_int";
+        let n = Self::name(name, CALL)?;
+        check(
+            unsafe { sys::kvc_policy_params_set_int(self.ptr.as_ptr(), n.as_ptr(), value) },
+            CALL,
+        )
+    }
+
+    pub fn set_float(&mut self, name: &str, value: f64) -> Result<()> {
+        const CALL: &str = "kvc_policy_params_set_float";
+        let n = Self::name(name, CALL)?;
+        check(
+            unsafe { sys::kvc_policy_params_set_float(self.ptr.as_ptr(), n.as_ptr(), value) },
+            CALL,
+        )
+    }
+
+    pub fn set_bool(&mut self, name: &str, value: bool) -> Result<()> {
+        const CALL: &str = "kvc_policy_params_set_bool";
+        let n = Self::name(name, CALL)?;
+        check(
+            unsafe {
+                sys::kvc_policy_params_set_bool(self.ptr.as_ptr(), n.as_ptr(), value as c_int)
+            },
+            CALL,
+        )
+    }
+
+    pub fn set_ints(&mut self, name: &str, values: &[i64]) -> Result<()> {
+        const CALL: &str = "kvc_policy_params_set_ints";
+        let n = Self::name(name, CALL)?;
+        check(
+            unsafe {
+                sys::kvc_policy_params_set_ints(
+                    self.ptr.as_ptr(),
+                    n.as_ptr(),
+                    values.as_ptr(),
+                    values.len(),
+                )
+            },
+            CALL,
+        )
+    }
+
+    pub fn set_strings(&mut self, name: &str, values: &[&str]) -> Result<()> {
+        const CALL: &str = "kvc_policy_params_set_strings";
+        let n = Self::name(name, CALL)?;
+        let owned = values
+            .iter()
+            .map(|v| cstring(v, "a list item", CALL))
+            .collect::<Result<Vec<_>>>()?;
+        let pointers: Vec<*const c_char> = owned.iter().map(|c| c.as_ptr()).collect();
+        check(
+            unsafe {
+                sys::kvc_policy_params_set_strings(
+                    self.ptr.as_ptr(),
+                    n.as_ptr(),
+                    pointers.as_ptr(),
+                    pointers.len(),
+                )
+            },
+            CALL,
+        )
+    }
+
+    /// The value of a parameter (its default when unset) and whether a setter gave it.
+    pub fn get(&self, name: &str) -> Result<(ParamValue, bool)> {
+        const CALL: &str = "kvc_policy_params_get";
+        let index = self
+            .info
+            .params
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| Error {
+                status: Status::NotFound,
+                code: 5,
+                message: format!("policy '{}' has no parameter '{}'", self.info.name, name),
+                call: CALL,
+            })?;
+        unsafe {
+            let mut v: sys::kvc_param_value = sys::init(sys::kvc_param_value_init_size);
+            let mut is_set: c_int = 0;
+            check(
+                sys::kvc_policy_params_get(self.ptr.as_ptr(), index, &mut v, &mut is_set),
+                CALL,
+            )?;
+            let strings = |n: usize| -> Vec<String> {
+                (0..n)
+                    .map(|k| text(*v.strings.add(k)).unwrap_or_default())
+                    .collect()
+            };
+            let value = match self.info.params[index].kind {
+                "int" => ParamValue::Int(v.i),
+                "float" => ParamValue::Float(v.f),
+                "bool" => ParamValue::Bool(v.i != 0),
+                "choice" => {
+                    ParamValue::Choice(strings(v.n_strings.min(1)).pop().unwrap_or_default())
+                }
+                "int_list" => ParamValue::Ints((0..v.n_ints).map(|k| *v.ints.add(k)).collect()),
+                _ => ParamValue::Strings(strings(v.n_strings)),
+            };
+            Ok((value, is_set != 0))
+        }
+    }
+
+    /// Creates and destroys one instance without a model, so the policy's own checks run.
+    pub fn check(&self) -> Result<()> {
+        check(
+            unsafe { sys::kvc_policy_params_check(self.ptr.as_ptr()) },
+            "kvc_policy_params_check",
+        )
+    }
+}
+
+impl Drop for PolicyParams {
+    fn drop(&mut self) {
+        unsafe { sys::kvc_policy_params_free(self.ptr.as_ptr()) }
+    }
 }

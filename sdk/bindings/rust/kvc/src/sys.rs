@@ -1,11 +1,16 @@
 //! Raw declarations of libkvc's C ABI (kvc/kvc.h), written by hand. Structs keep the header's
 //! field order and C layout; enums are plain `c_int` values (a C enum is an int, and the library
-//! may add values that this crate does not know).
+//! may add values that this crate does not know). Structs that start with `struct_size` are
+//! filled by the library's `*_init_size` functions with `size_of` the layout declared here (see
+//! [`init`]), so a newer library, whose structs grew at the end, writes exactly this layout.
 #![allow(non_camel_case_types)]
 
 use std::os::raw::{c_char, c_double, c_float, c_int};
 
 pub const KVC_ABI_VERSION_MAJOR: u32 = 1;
+/// The `*_init_size` functions and typed parameters arrived in ABI 1.1.
+pub const KVC_ABI_VERSION_MINOR_REQUIRED: u32 = 1;
+pub const KVC_DEFAULT_BLOCK_SIZE: i32 = 64;
 
 pub type kvc_status = c_int;
 pub const KVC_OK: kvc_status = 0;
@@ -39,6 +44,10 @@ pub struct kvc_session {
 }
 #[repr(C)]
 pub struct kvc_policy_list {
+    _opaque: [u8; 0],
+}
+#[repr(C)]
+pub struct kvc_policy_params {
     _opaque: [u8; 0],
 }
 
@@ -88,12 +97,41 @@ pub struct kvc_session_options {
     pub positions: c_int,
     pub max_entries: i64,
     pub policy_path: *const c_char,
+    // ABI minor 1
+    pub policy_params: *const kvc_policy_params,
 }
 
 #[repr(C)]
 pub struct kvc_score_options {
     pub struct_size: usize,
     pub mode: c_int,
+    // ABI minor 1
+    pub cache_entries: *mut i64,
+    pub evicted: *mut i64,
+    pub logits: *mut c_float,
+    pub logits_capacity: usize,
+    pub next_token: *const i32,
+    pub block_size: i32,
+}
+
+#[repr(C)]
+pub struct kvc_score_report {
+    pub struct_size: usize,
+    pub block_size: i32,
+    pub path: *const c_char,
+    pub reason: *const c_char,
+}
+
+#[repr(C)]
+pub struct kvc_param_value {
+    pub struct_size: usize,
+    pub type_: c_int,
+    pub i: i64,
+    pub f: c_double,
+    pub ints: *const i64,
+    pub n_ints: usize,
+    pub strings: *const *const c_char,
+    pub n_strings: usize,
 }
 
 #[repr(C)]
@@ -160,18 +198,18 @@ extern "C" {
     pub fn kvc_tokenizer_vocab_size(tokenizer: *const kvc_tokenizer) -> i32;
     pub fn kvc_tokenizer_token_to_id(tokenizer: *const kvc_tokenizer, token: *const c_char) -> i32;
 
-    pub fn kvc_model_options_init(options: *mut kvc_model_options);
+    pub fn kvc_model_options_init_size(options: *mut kvc_model_options, struct_size: usize);
     pub fn kvc_model_load(
         path: *const c_char,
         options: *const kvc_model_options,
         out: *mut *mut kvc_model,
     ) -> kvc_status;
     pub fn kvc_model_free(model: *mut kvc_model);
-    pub fn kvc_model_info_init(info: *mut kvc_model_info);
+    pub fn kvc_model_info_init_size(info: *mut kvc_model_info, struct_size: usize);
     pub fn kvc_model_get_info(model: *const kvc_model, info: *mut kvc_model_info) -> kvc_status;
     pub fn kvc_model_tokenizer(model: *const kvc_model) -> *const kvc_tokenizer;
 
-    pub fn kvc_session_options_init(options: *mut kvc_session_options);
+    pub fn kvc_session_options_init_size(options: *mut kvc_session_options, struct_size: usize);
     pub fn kvc_session_create(
         model: *mut kvc_model,
         options: *const kvc_session_options,
@@ -187,7 +225,12 @@ extern "C" {
         logits: *mut c_float,
         logits_capacity: usize,
     ) -> kvc_status;
-    pub fn kvc_score_options_init(options: *mut kvc_score_options);
+    pub fn kvc_score_options_init_size(options: *mut kvc_score_options, struct_size: usize);
+    pub fn kvc_score_report_init_size(report: *mut kvc_score_report, struct_size: usize);
+    pub fn kvc_session_score_report(
+        session: *const kvc_session,
+        report: *mut kvc_score_report,
+    ) -> kvc_status;
     pub fn kvc_session_score(
         session: *mut kvc_session,
         tokens: *const i32,
@@ -196,7 +239,7 @@ extern "C" {
         nll: *mut c_float,
         nll_capacity: usize,
     ) -> kvc_status;
-    pub fn kvc_cache_stats_init(stats: *mut kvc_cache_stats);
+    pub fn kvc_cache_stats_init_size(stats: *mut kvc_cache_stats, struct_size: usize);
     pub fn kvc_session_cache_stats(
         session: *const kvc_session,
         stats: *mut kvc_cache_stats,
@@ -212,6 +255,20 @@ extern "C" {
         head: i32,
         positions: *mut i64,
         token_ids: *mut i32,
+        capacity: usize,
+        n_entries: *mut usize,
+    ) -> kvc_status;
+    pub fn kvc_session_policy_report(
+        session: *const kvc_session,
+        json: *mut c_char,
+        capacity: usize,
+        json_len: *mut usize,
+    ) -> kvc_status;
+    pub fn kvc_session_cache_scores(
+        session: *const kvc_session,
+        layer: i32,
+        head: i32,
+        scores: *mut c_float,
         capacity: usize,
         n_entries: *mut usize,
     ) -> kvc_status;
@@ -234,10 +291,67 @@ extern "C" {
         index: usize,
     ) -> *const kvc_policy_info;
     pub fn kvc_policy_list_errors(list: *const kvc_policy_list) -> *const c_char;
+    pub fn kvc_param_value_init_size(value: *mut kvc_param_value, struct_size: usize);
+    pub fn kvc_policy_params_create(
+        name_or_path: *const c_char,
+        extra_path: *const c_char,
+        out: *mut *mut kvc_policy_params,
+    ) -> kvc_status;
+    pub fn kvc_policy_params_free(params: *mut kvc_policy_params);
+    pub fn kvc_policy_params_set_text(
+        params: *mut kvc_policy_params,
+        name: *const c_char,
+        text: *const c_char,
+    ) -> kvc_status;
+    pub fn kvc_policy_params_set_int(
+        params: *mut kvc_policy_params,
+        name: *const c_char,
+        value: i64,
+    ) -> kvc_status;
+    pub fn kvc_policy_params_set_float(
+        params: *mut kvc_policy_params,
+        name: *const c_char,
+        value: c_double,
+    ) -> kvc_status;
+    pub fn kvc_policy_params_set_bool(
+        params: *mut kvc_policy_params,
+        name: *const c_char,
+        value: c_int,
+    ) -> kvc_status;
+    pub fn kvc_policy_params_set_ints(
+        params: *mut kvc_policy_params,
+        name: *const c_char,
+        values: *const i64,
+        n_values: usize,
+    ) -> kvc_status;
+    pub fn kvc_policy_params_set_strings(
+        params: *mut kvc_policy_params,
+        name: *const c_char,
+        values: *const *const c_char,
+        n_values: usize,
+    ) -> kvc_status;
+    pub fn kvc_policy_params_policy(params: *const kvc_policy_params) -> *const kvc_policy_info;
+    pub fn kvc_policy_params_get(
+        params: *const kvc_policy_params,
+        index: usize,
+        value: *mut kvc_param_value,
+        is_set: *mut c_int,
+    ) -> kvc_status;
+    pub fn kvc_policy_params_check(params: *const kvc_policy_params) -> kvc_status;
     pub fn kvc_policy_check(
         name_or_path: *const c_char,
         extra_path: *const c_char,
         params: *const kvc_param,
         n_params: usize,
     ) -> kvc_status;
+}
+
+/// A struct of this module's layout with the library's defaults: `init(kvc_model_options_init_size)`.
+///
+/// # Safety
+/// `f` must be the `*_init_size` function of `T`, which writes a whole `T` of `size_of::<T>()`.
+pub unsafe fn init<T>(f: unsafe extern "C" fn(*mut T, usize)) -> T {
+    let mut value = std::mem::MaybeUninit::<T>::zeroed();
+    f(value.as_mut_ptr(), std::mem::size_of::<T>());
+    value.assume_init()
 }

@@ -243,3 +243,60 @@ fn policies_are_listed() {
         .expect("streaming listed");
     assert!(streaming.params.iter().any(|p| p.name == "recent_size"));
 }
+
+#[test]
+fn typed_params_block_scoring_and_reports() {
+    let r = Reference::load();
+    let model = load_model(&r);
+    let ids = r.ids("ids");
+    let mut params = kvc::PolicyParams::new("streaming", None).unwrap();
+    params.set_int("start_size", 4).unwrap();
+    params.set_text("recent_size", "16").unwrap();
+    assert_eq!(params.policy().name, "streaming");
+    assert_eq!(
+        params.get("recent_size").unwrap(),
+        (kvc::ParamValue::Int(16), true)
+    );
+    assert!(
+        params.set_int("start_size", 8).is_err(),
+        "a second set is an error"
+    );
+    params.check().unwrap();
+    let mut session = model
+        .session_with_params(&params, &SessionOptions::new())
+        .unwrap();
+    drop(params); // the session keeps its own copy
+    let opts = kvc::ScoreOptions {
+        block_size: 8,
+        ..kvc::ScoreOptions::default()
+    };
+    let nll = session.score_opts(&ids, &opts).unwrap();
+    assert_close(&nll, &r.floats("nll.streaming"), "typed streaming, block 8");
+    let report = session.score_report().unwrap();
+    assert!(
+        report.path == "block" || report.path == "token",
+        "{:?}",
+        report
+    );
+    assert!(session.policy_report().unwrap().contains("streaming"));
+    let err = session.cache_scores(0, 0).unwrap_err();
+    assert_eq!(err.status(), Status::NotFound);
+    let (positions, tokens) = session.cache_entries(0, 0).unwrap();
+    assert_eq!(positions.len(), tokens.len());
+
+    // Two calls with next_token give the NLLs of one.
+    let mut session = model.session(&SessionOptions::new()).unwrap();
+    let head = session
+        .score_opts(
+            &ids[..10],
+            &kvc::ScoreOptions {
+                next_token: Some(ids[10]),
+                ..kvc::ScoreOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(head.len(), 10);
+    let tail = session.score(&ids[10..]).unwrap();
+    let all: Vec<f32> = head.into_iter().chain(tail).collect();
+    assert_close(&all, &r.floats("nll.baseline"), "scored in two calls");
+}
