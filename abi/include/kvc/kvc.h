@@ -54,7 +54,7 @@ extern "C" {
 
 /* The ABI major changes on any incompatible change; the minor when something is appended. */
 #define KVC_ABI_VERSION_MAJOR 1
-#define KVC_ABI_VERSION_MINOR 1
+#define KVC_ABI_VERSION_MINOR 2
 
 /* (major << 16) | minor of the loaded library. Compare the major with KVC_ABI_VERSION_MAJOR. */
 KVC_API uint32_t kvc_abi_version(void);
@@ -484,6 +484,146 @@ KVC_API kvc_status kvc_policy_params_check(const kvc_policy_params *params);
  * NULL when n_params is 0. Model-dependent checks (e.g. layer indices) wait for the session. */
 KVC_API kvc_status kvc_policy_check(const char *name_or_path, const char *extra_path,
                                     const kvc_param *params, size_t n_params);
+
+/* ---------------------------------------------------------------------------------------------
+ * Sampling and generation (ABI minor 2)
+ *
+ * A kvc_sampler turns the logits of a step into the next token; kvc_generate runs the loop:
+ * prefill the prompt, then sample, hand the token to a callback, feed it, and again, until
+ * max_tokens, a stop sequence, a stop token or the callback ends it.
+ *
+ *     static int32_t print_piece(void *user, int32_t token, const char *piece, size_t len) {
+ *       fwrite(piece, 1, len, stdout); fflush(stdout); return 0;   (nonzero stops)
+ *     }
+ *     ...
+ *     kvc_sampler_options sp; kvc_sampler_options_init(&sp);
+ *     sp.temperature = 0.8f; sp.top_p = 0.95f; sp.seed = 42;
+ *     kvc_sampler *sampler; kvc_sampler_create(&sp, &sampler);
+ *     const char *stop[] = {"\n\n"};
+ *     kvc_generate_options go; kvc_generate_options_init(&go);
+ *     go.max_tokens = 64; go.stop = stop; go.n_stop = 1; go.on_token = print_piece;
+ *     kvc_generate_result r; kvc_generate_result_init(&r);
+ *     if (kvc_generate(session, sampler, prompt_ids, n_prompt, &go, NULL, 0, &r) != KVC_OK)
+ *       fprintf(stderr, "%s\n", kvc_last_error());
+ *     kvc_sampler_free(sampler);
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct kvc_sampler kvc_sampler;
+
+/* The sampler's settings. The chain runs in the order of Hugging Face transformers:
+ *  1. repetition penalty (the CTRL rule, as HF's RepetitionPenaltyLogitsProcessor): for each
+ *     distinct id among the last repetition_last_n tokens of the history (the accepted prompt
+ *     and every sampled token), a logit l > 0 becomes l / repetition_penalty, and l <= 0
+ *     becomes l * repetition_penalty;
+ *  2. temperature == 0: greedy, the largest logit (the lowest id among equal ones); steps 3-6
+ *     do not apply;
+ *  3. s = logit / temperature; candidates sorted by s descending, then by id;
+ *  4. top_k > 0: the first top_k candidates are kept (exactly top_k);
+ *  5. top_p < 1: with p = softmax(s) over those, the shortest prefix whose p sums to at least
+ *     top_p is kept (a candidate is kept iff the p before it sum to less than top_p);
+ *  6. min_p > 0: the candidates with p >= min_p * (the largest p) are kept;
+ *  7. the kept p are renormalized and one token drawn by inverse CDF in the sorted order, with
+ *     u in [0, 1) the n-th output of SplitMix64 seeded with `seed`, n the number of tokens this
+ *     sampler has sampled since create/reset (from 0):
+ *       z = seed + (n + 1) * 0x9E3779B97F4A7C15;  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
+ *       z = (z ^ (z >> 27)) * 0x94D049BB133111EB;  z ^= z >> 31;  u = (z >> 11) * 2^-53;
+ *     the token is the first candidate whose cumulative p exceeds u.
+ * So a seed gives the same tokens on every run, and on the CPU for every thread count. Values
+ * outside the ranges below are KVC_ERR_INVALID_ARGUMENT naming the field and the value. */
+typedef struct kvc_sampler_options {
+  size_t struct_size;
+  float temperature;         /* >= 0; 0 = greedy. Default 1 (the model's distribution) */
+  int32_t top_k;             /* >= 0; 0 = off (default) */
+  float top_p;               /* in (0, 1]; 1 = off (default) */
+  float min_p;               /* in [0, 1]; 0 = off (default) */
+  float repetition_penalty;  /* > 0; 1 = off (default); > 1 discourages repeats */
+  int32_t repetition_last_n; /* tokens of history penalized: -1 all, 0 none; default 64 */
+  uint64_t seed;             /* default 0 */
+} kvc_sampler_options;
+
+KVC_API void kvc_sampler_options_init_size(kvc_sampler_options *options, size_t struct_size);
+#define kvc_sampler_options_init(options) \
+  kvc_sampler_options_init_size((options), sizeof *(options))
+
+/* Creates a sampler (`options` may be NULL for the defaults). A sampler holds its history and
+ * its position in the random stream; one thread at a time. Free with kvc_sampler_free. */
+KVC_API kvc_status kvc_sampler_create(const kvc_sampler_options *options, kvc_sampler **out);
+KVC_API void kvc_sampler_free(kvc_sampler *sampler);
+/* Clears the history and restarts the random stream: the next tokens repeat the first ones. */
+KVC_API kvc_status kvc_sampler_reset(kvc_sampler *sampler);
+/* Appends tokens the sampler did not pick (a prompt) to the history the penalty looks at. */
+KVC_API kvc_status kvc_sampler_accept(kvc_sampler *sampler, const int32_t *tokens,
+                                      size_t n_tokens);
+/* Samples one id in [0, n_logits) from `logits` (e.g. kvc_session_step's KVC_LOGITS_LAST
+ * output) and appends it to the history. NaN and -inf logits are never chosen; no finite logit
+ * at all is KVC_ERR_INVALID_ARGUMENT. */
+KVC_API kvc_status kvc_sampler_sample(kvc_sampler *sampler, const float *logits,
+                                      size_t n_logits, int32_t *token);
+
+/* Why kvc_generate returned. */
+typedef enum kvc_stop_reason {
+  KVC_STOP_MAX_TOKENS = 0, /* max_tokens were generated */
+  KVC_STOP_SEQUENCE = 1,   /* the text produced a stop sequence (stop_index says which) */
+  KVC_STOP_TOKEN = 2,      /* a stop token was sampled (stop_index says which) */
+  KVC_STOP_CALLBACK = 3    /* the callback returned nonzero */
+} kvc_stop_reason;
+
+/* Called once per generated token, in order, as soon as it is sampled (before it is fed).
+ * `piece` (NUL-terminated, `piece_len` bytes without the terminator, valid during the call) is
+ * the text released with this token; the pieces of a generation concatenate to its text. Text
+ * is held back while it could still begin a stop sequence, or ends in an incomplete UTF-8
+ * character (byte-level tokens may split one), so a piece may be empty and a later one may hold
+ * several tokens' text. Released text has invalid UTF-8 replaced by U+FFFD as kvc_detokenize
+ * does. The text of a stop sequence, of what follows it and of stop tokens is never released.
+ * Return 0 to go on, nonzero to stop after this token (text still held is then dropped). */
+typedef int32_t (*kvc_token_callback)(void *user_data, int32_t token, const char *piece,
+                                      size_t piece_len);
+
+typedef struct kvc_generate_options {
+  size_t struct_size;
+  int32_t max_tokens;             /* tokens to generate at most, >= 0; default 128 */
+  /* Stop sequences (UTF-8, non-empty), matched on the generated text's bytes wherever token
+   * boundaries fall; generation ends at the earliest one to complete (the earliest starting,
+   * then the first listed). Needs the model's tokenizer. */
+  const char *const *stop;
+  size_t n_stop;
+  /* Token ids that end generation when sampled (e.g. the id of "<|endoftext|>"). */
+  const int32_t *stop_tokens;
+  size_t n_stop_tokens;
+  kvc_token_callback on_token; /* may be NULL */
+  void *user_data;             /* passed to on_token */
+} kvc_generate_options;
+
+KVC_API void kvc_generate_options_init_size(kvc_generate_options *options, size_t struct_size);
+#define kvc_generate_options_init(options) \
+  kvc_generate_options_init_size((options), sizeof *(options))
+
+typedef struct kvc_generate_result {
+  size_t struct_size;
+  int32_t n_tokens;            /* tokens generated, the last (stop) one included */
+  kvc_stop_reason stop_reason;
+  int32_t stop_index;          /* index into stop or stop_tokens; -1 otherwise */
+  uint64_t text_len;           /* bytes released through the callback in all */
+} kvc_generate_result;
+
+KVC_API void kvc_generate_result_init_size(kvc_generate_result *result, size_t struct_size);
+#define kvc_generate_result_init(result) \
+  kvc_generate_result_init_size((result), sizeof *(result))
+
+/* Generates text after `prompt` (n_prompt >= 1 tokens appended to whatever the session already
+ * holds, in one batched step; the session's policy applies throughout). Each token is sampled
+ * with `sampler` (NULL: greedy) from the last step's logits, restricted to ids the model's
+ * tokenizer names, handed to options->on_token, then fed with kvc_session_step. `options`
+ * may be NULL (defaults, no callback). `tokens` (may be NULL) receives the generated ids and
+ * must then hold max_tokens of them; `result` (may be NULL) says how it ended.
+ * On return the session holds the prompt and every generated token except the last one, which
+ * was not fed: to continue, pass it as the first token of the next prompt. The prompt and the
+ * sampled tokens join the sampler's history. On an error (e.g. the session's max_entries), the
+ * tokens already handed to the callback stay handed, and the session keeps what was fed. */
+KVC_API kvc_status kvc_generate(kvc_session *session, kvc_sampler *sampler,
+                                const int32_t *prompt, size_t n_prompt,
+                                const kvc_generate_options *options, int32_t *tokens,
+                                size_t tokens_capacity, kvc_generate_result *result);
 
 #ifdef __cplusplus
 }

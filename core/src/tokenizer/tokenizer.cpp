@@ -892,6 +892,12 @@ int32_t Tokenizer::token_to_id(std::string_view token) const {
   return -1;
 }
 
+const std::string* Tokenizer::id_bytes(int32_t id) const {
+  if (id < 0 || static_cast<size_t>(id) >= impl_->id_present.size() || !impl_->id_present[id])
+    return nullptr;
+  return &impl_->id_bytes[static_cast<size_t>(id)];
+}
+
 const std::string& Tokenizer::id_to_token(int32_t id) const {
   if (id < 0 || static_cast<size_t>(id) >= impl_->id_present.size() || !impl_->id_present[id])
     fail(KVC_ERR_OUT_OF_RANGE, "tokenizer: token id " + std::to_string(id) +

@@ -39,6 +39,9 @@ class Tokenizer {
   int32_t token_to_id(std::string_view token) const;  // -1 if absent
   // The token string as it appears in tokenizer.json. Throws KVC_ERR_OUT_OF_RANGE.
   const std::string& id_to_token(int32_t id) const;
+  // The raw bytes an id decodes to (before any U+FFFD replacement; a token may hold part of
+  // a UTF-8 character), or nullptr for an id that names no token. For streaming decoders.
+  const std::string* id_bytes(int32_t id) const;
 
   struct Impl;
 
