@@ -12,7 +12,10 @@ const std::vector<std::string>& seed_policy_keys() {
 
 Options make_options(Program program) {
   const bool eval = program == Program::Eval;
-  Options o(eval ? "kvc-eval" : "kvc-bench", {"model", "policy", "eval", "bench"});
+  const bool bench = program == Program::Bench;
+  const bool generate = program == Program::Generate;
+  Options o(eval ? "kvc-eval" : bench ? "kvc-bench" : "kvc-generate",
+            {"model", "policy", "eval", "bench", "generate"});
   auto add = [&](std::string section, std::string key, std::string flag, Kind kind, Value value,
                  std::string help) -> Option& {
     Option option;
@@ -128,25 +131,66 @@ Options make_options(Program program) {
   }
 
   // ---- [bench] --------------------------------------------------------------------------------
-  positive(add("bench", "seq_lengths", flag_if(!eval, "seq_lengths"), Kind::IntList,
+  positive(add("bench", "seq_lengths", flag_if(bench, "seq_lengths"), Kind::IntList,
                std::vector<int64_t>{256, 512, 1024, 2048}, "sequence lengths to test"));
-  positive(add("bench", "num_decode_tokens", flag_if(!eval, "num_decode_tokens"), Kind::Int,
+  positive(add("bench", "num_decode_tokens", flag_if(bench, "num_decode_tokens"), Kind::Int,
                int64_t{128}, "timed decode steps per sequence length"));
-  add("bench", "output_dir", flag_if(!eval, "output_dir"), Kind::String,
+  add("bench", "output_dir", flag_if(bench, "output_dir"), Kind::String,
       std::string("outputs/speed_benchmark"), "folder for the JSON results and plot");
-  nonneg(add("bench", "warmup", flag_if(!eval, "warmup"), Kind::Int, int64_t{1},
+  nonneg(add("bench", "warmup", flag_if(bench, "warmup"), Kind::Int, int64_t{1},
              "untimed runs before the timed ones, per sequence length"));
-  positive(add("bench", "repetitions", flag_if(!eval, "repetitions"), Kind::Int, int64_t{3},
+  positive(add("bench", "repetitions", flag_if(bench, "repetitions"), Kind::Int, int64_t{3},
                "timed runs per sequence length (median reported with the mean)"));
-  nonneg(add("bench", "seed", flag_if(!eval, "seed"), Kind::Int, int64_t{42},
+  nonneg(add("bench", "seed", flag_if(bench, "seed"), Kind::Int, int64_t{42},
              "seed of the random token ids (and of synthetic: weights)"));
   {
-    auto& opt = add("bench", "prefill_logits", flag_if(!eval, "prefill_logits"), Kind::Choice,
+    auto& opt = add("bench", "prefill_logits", flag_if(bench, "prefill_logits"), Kind::Choice,
                     std::string("none"),
                     "logits the timed prefill computes: none, last (the last token's, as a "
                     "generation would), or all (every token's, as scoring does)");
     opt.choices = {"none", "last", "all"};
   }
+
+  // ---- [generate] (kvc-generate; the sampler's ranges are checked by the library) ----------
+  add("generate", "prompt", flag_if(generate, "prompt"), Kind::String, std::monostate{},
+      "the prompt text (else --prompt_file, else standard input)");
+  add("generate", "prompt_file", flag_if(generate, "prompt_file"), Kind::String,
+      std::monostate{}, "file holding the prompt (UTF-8)");
+  nonneg(add("generate", "max_tokens", flag_if(generate, "max_tokens"), Kind::Int,
+             int64_t{128}, "tokens to generate at most"));
+  add("generate", "temperature", flag_if(generate, "temperature"), Kind::Float, 1.0,
+      "sampling temperature, >= 0 (0 = greedy)");
+  nonneg(add("generate", "top_k", flag_if(generate, "top_k"), Kind::Int, int64_t{0},
+             "keep the k most likely tokens (0 = off)"));
+  add("generate", "top_p", flag_if(generate, "top_p"), Kind::Float, 1.0,
+      "nucleus sampling: keep the most likely tokens up to this mass, in (0, 1] (1 = off)");
+  add("generate", "min_p", flag_if(generate, "min_p"), Kind::Float, 0.0,
+      "keep tokens at least this fraction as likely as the most likely one, in [0, 1] "
+      "(0 = off)");
+  add("generate", "repetition_penalty", flag_if(generate, "repetition_penalty"), Kind::Float,
+      1.0, "CTRL repetition penalty, > 0 (1 = off)");
+  {
+    auto& opt = add("generate", "repetition_last_n", flag_if(generate, "repetition_last_n"),
+                    Kind::Int, int64_t{64},
+                    "tokens of history the penalty looks at (-1 = all, 0 = none)");
+    opt.min = -1;
+  }
+  nonneg(add("generate", "seed", flag_if(generate, "seed"), Kind::Int, int64_t{0},
+             "seed of the sampler's random stream (SplitMix64)"));
+  add("generate", "stop", flag_if(generate, "stop"), Kind::String, std::monostate{},
+      "stop sequences, separated by '|' (escapes: \\n \\t \\r \\\\ \\|)");
+  {
+    auto& opt = add("generate", "prefill", flag_if(generate, "prefill"), Kind::Choice,
+                    std::string("batch"),
+                    "how the prompt is read: batch (one forward pass, the policy applied once "
+                    "after it) or stream (token by token as the policy sees it, evicting while "
+                    "it reads)");
+    opt.choices = {"batch", "stream"};
+  }
+  add("generate", "ignore_eos", flag_if(generate, "ignore_eos"), Kind::Bool, false,
+      "go on past <|endoftext|> (by default it ends the text)");
+  add("generate", "json", flag_if(generate, "json"), Kind::String, std::monostate{},
+      "write a JSON record of the run to this file");
   return o;
 }
 

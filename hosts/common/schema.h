@@ -8,7 +8,7 @@
 
 namespace kvc::hosts {
 
-enum class Program { Eval, Bench };
+enum class Program { Eval, Bench, Generate };
 
 // The embedded model and held-out text the programs use when no path is given.
 inline constexpr const char* kDefaultModel = "models/kjv-mini";

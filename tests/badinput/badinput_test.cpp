@@ -1,8 +1,8 @@
 // The bad-input corpus (cases.json): each case builds a small folder of broken files, then
-// loads them through the public C ABI or runs kvc-eval / kvc-bench on them, and requires a
-// clean failure: a non-zero status (or exit status 1/2), a message naming the offending file,
-// key or value, no file created or changed in the case folder (no partial output), and no
-// sanitizer report (under the asan preset a report aborts the process, failing the case).
+// loads them through the public C ABI or runs kvc-eval / kvc-bench / kvc-generate on them, and
+// requires a clean failure: a non-zero status (or exit status 1/2), a message naming the
+// offending file, key or value, no file created or changed in the case folder (no partial
+// output), and no sanitizer report (under the asan preset a report aborts the process, failing the case).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -195,7 +195,9 @@ Outcome act(const json& action, const fs::path& work) {
     o.api = false;
     const std::string program = action["program"];
     std::string cmd = "cd " + shell_quote(work.string()) + " && exec " +
-                      shell_quote(program == "kvc-eval" ? KVC_EVAL_EXE : KVC_BENCH_EXE);
+                      shell_quote(program == "kvc-eval"       ? KVC_EVAL_EXE
+                                  : program == "kvc-generate" ? KVC_GENERATE_EXE
+                                                              : KVC_BENCH_EXE);
     for (const auto& a : action["args"]) cmd += " " + shell_quote(substitute(a, work));
     const fs::path log = work.parent_path() / "stderr.txt";
     cmd += " >" + shell_quote((work.parent_path() / "stdout.txt").string()) + " 2>" +
