@@ -11,7 +11,8 @@ packages=(
   libhwy-dev                                   # SIMD kernels with run-time dispatch
   libpcre2-dev libutf8proc-dev                 # tokenizer: split pattern, NFC
   bible-kjv                                    # the embedded model's evaluation text
-  gnuplot-nox                                  # kvc-bench plots
+  gnuplot-nox                                  # figures of kvc-eval and kvc-bench
+  libssl-dev                                   # SHA-256 of the files results record
   cargo rustc golang-go python3-pytest python3-numpy  # bindings tests
   python3-venv file                            # packaging checks: pip in a venv, CPack's .deb
   abigail-tools                                # ABI compatibility check

@@ -60,6 +60,8 @@ class CudaSession final : public ComputeBackend {
     KVC_CUDA(cudaStreamSynchronize(stream_));
   }
 
+  size_t kv_value_bytes() const override { return es(); }
+
   void fetch_signals(KvCache& cache, uint32_t signals) override {
     KVC_CUDA(cudaSetDevice(m_.device));
     if (dc_.slot_cap == 0) return;

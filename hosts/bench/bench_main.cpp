@@ -18,10 +18,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sys/resource.h>
+
+#include "figure.h"
 #include "files.h"
+#include "interrupt.h"
 #include "options.h"
-#include "plot.h"
 #include "program.h"
+#include "progress.h"
+#include "provenance.h"
 #include "report.h"
 #include "runtime.h"
 #include "schema.h"
@@ -36,6 +41,7 @@ constexpr const char* kProgram = "kvc-bench";
 
 struct Plan {
   RunSpec spec;
+  json report;  // kvc_session_policy_report: the variant that runs
   std::vector<int64_t> seq_lengths;  // after dropping default lengths the policy cannot run
   std::vector<int64_t> dropped;
   bool unbounded = false;  // keeps every entry (full cache)
@@ -44,6 +50,8 @@ struct Plan {
 struct Measurement {
   int64_t seq_length = 0;
   int64_t kv_cache_size = 0;
+  int64_t kv_bytes = 0;        // keys and values held at the end of a repetition
+  int64_t peak_rss_bytes = 0;  // the process's peak resident memory so far
   std::vector<double> latencies_ms;    // every timed step of every repetition
   std::vector<double> repetition_avg;  // mean latency of each repetition
   std::vector<double> prefill_ms;      // the prefill of each repetition
@@ -52,6 +60,31 @@ struct Measurement {
 int32_t argmax(const std::vector<float>& logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
+
+// Repetitions that disagree by more than this (coefficient of variation of their mean
+// latencies) get a warning: the machine was busy or its clock changed.
+constexpr double kMaxRepetitionCv = 0.10;
+
+double mean_of(const std::vector<double>& values) {
+  double sum = 0;
+  for (double v : values) sum += v;
+  return values.empty() ? 0 : sum / static_cast<double>(values.size());
+}
+
+double stdev_of(const std::vector<double>& values) {
+  const double mean = mean_of(values);
+  double var = 0;
+  for (double v : values) var += (v - mean) * (v - mean);
+  return values.empty() ? 0 : std::sqrt(var / static_cast<double>(values.size()));
+}
+
+int64_t peak_rss_bytes() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+std::string megabytes(int64_t bytes) { return format_fixed(static_cast<double>(bytes) / 1e6, 1); }
 
 double median(std::vector<double> values) {
   if (values.empty()) return 0;
@@ -110,14 +143,15 @@ std::vector<double> run_once(kvc_session* session, const kvc_model_info& info,
   return latencies;
 }
 
+double repetition_cv(const Measurement& m) {
+  const double mean = mean_of(m.repetition_avg);
+  return mean > 0 ? stdev_of(m.repetition_avg) / mean : 0.0;
+}
+
 json result_json(const Measurement& m, int64_t n_decode) {
   const auto& l = m.latencies_ms;
-  double sum = 0;
-  for (double v : l) sum += v;
-  const double mean = l.empty() ? 0 : sum / static_cast<double>(l.size());
-  double var = 0;
-  for (double v : l) var += (v - mean) * (v - mean);
-  const double stdev = l.empty() ? 0 : std::sqrt(var / static_cast<double>(l.size()));
+  const double mean = mean_of(l), stdev = stdev_of(l);
+  const double sum = mean * static_cast<double>(l.size());
   const double reps = static_cast<double>(std::max<size_t>(1, m.repetition_avg.size()));
   return {{"seq_length", m.seq_length},
           {"kv_cache_size", m.kv_cache_size},
@@ -134,20 +168,24 @@ json result_json(const Measurement& m, int64_t n_decode) {
                                     : 0.0},
           {"repetition_prefill_ms", m.prefill_ms},
           {"repetition_avg_latency_ms", m.repetition_avg},
+          {"repetition_cv", repetition_cv(m)},
+          {"kv_cache_bytes", m.kv_bytes},
+          {"peak_rss_bytes", m.peak_rss_bytes},
           {"num_decode_tokens", n_decode}};
 }
 
 int run_bench(Options& options) {
+  install_interrupt_handlers();
   std::vector<std::string> warnings;
   const std::string mode = options.get_string("policy", "name");
   PolicyCatalog catalog(options.get_opt_string("policy", "search_path").value_or(""));
   std::vector<Plan> plans;
   if (mode == "all") {
     for (const auto& name : catalog.all_modes()) {
-      plans.push_back({make_run(options, catalog, name, false, &warnings), {}, {}, false});
+      plans.push_back({make_run(options, catalog, name, false, &warnings), {}, {}, {}, false});
     }
   } else {
-    plans.push_back({make_run(options, catalog, mode, true, &warnings), {}, {}, false});
+    plans.push_back({make_run(options, catalog, mode, true, &warnings), {}, {}, {}, false});
   }
   for (const auto& w : warnings) warn(kProgram, w);
 
@@ -164,8 +202,18 @@ int run_bench(Options& options) {
   const uint64_t weight_seed = options.is_set("model", "seed")
                                    ? static_cast<uint64_t>(options.get_int("model", "seed"))
                                    : seed;
+  const OutputDir outputs_folder(options.get_string("bench", "output_dir"),
+                                  options.origin("bench", "output_dir"));
+  const fs::path& output_dir = outputs_folder.path();
   LoadedModel model = load_model(options, weight_seed);
   const auto& info = model.info;
+  json model_json = model.describe();
+  const json files_of_model = model_provenance(kProgram, model.path, weight_seed);
+  for (const auto& [key, value] : files_of_model.items()) model_json[key] = value;
+  json engine = engine_versions();
+  engine["backend"] = backend_name(info.backend);
+  engine["dtype"] = dtype_name(info.weight_dtype);
+  engine["threads"] = info.n_threads;
   if (info.vocab_size <= 200) {
     throw RunError("model '" + model.path + "' has a vocabulary of " +
                    std::to_string(info.vocab_size) + " ids; the benchmark draws ids in "
@@ -180,6 +228,9 @@ int run_bench(Options& options) {
     SessionPtr probe = make_session(model.model.get(), plan.spec, longest + n_decode + 1);
     const kvc_cache_stats stats = cache_stats(probe.get());
     plan.unbounded = stats.capacity < 0;
+    plan.report = policy_report(probe.get());
+    std::fprintf(stderr, "%s: %s: %s\n", kProgram, plan.spec.mode.c_str(),
+                 variant_summary(plan.report, plan.spec).c_str());
     for (int64_t s : seq_lengths) {
       if (plan.unbounded && s > max_pos) {
         if (explicit_lengths) {
@@ -222,42 +273,64 @@ int run_bench(Options& options) {
   }
 
   // ---- measurements --------------------------------------------------------------------------
-  const fs::path output_dir = options.get_string("bench", "output_dir");
-  std::vector<PlotSeries> series;
+  std::vector<Series> series;
   std::map<int64_t, std::map<std::string, double>> by_length;  // for the --mode all table
+  int64_t total_runs = 0, runs_done = 0;
+  for (const auto& plan : plans)
+    total_runs += static_cast<int64_t>(plan.seq_lengths.size()) * (warmup + repetitions);
+  Progress progress("kvc-bench", total_runs, "runs");
+  bool stopped = false;
   for (const auto& plan : plans) {
-    if (plan.seq_lengths.empty()) continue;
+    if (plan.seq_lengths.empty() || stopped) continue;
     const int64_t plan_longest =
         *std::max_element(plan.seq_lengths.begin(), plan.seq_lengths.end());
     SessionPtr session =
         make_session(model.model.get(), plan.spec, plan_longest + n_decode + 1);
     json results = json::array();
-    PlotSeries line{plan.spec.mode, {}};
+    Series line;
+    line.name = plan.spec.mode;
     for (int64_t s : plan.seq_lengths) {
       Measurement m;
       m.seq_length = s;
-      for (int64_t r = 0; r < warmup + repetitions; ++r) {
+      for (int64_t r = 0; r < warmup + repetitions && !stopped; ++r) {
         int64_t kv = 0;
         double prefill = 0;
         auto latencies =
             run_once(session.get(), info, s, n_decode, seed, prefill_logits, &kv, &prefill);
+        stopped = interrupted();
+        progress.update(++runs_done, plan.spec.mode + " seq_length " + std::to_string(s) +
+                                         (r < warmup ? " (warmup)" : ""));
         if (r < warmup) continue;
         m.prefill_ms.push_back(prefill);
-        double sum = 0;
-        for (double v : latencies) sum += v;
-        m.repetition_avg.push_back(sum / static_cast<double>(latencies.size()));
+        m.repetition_avg.push_back(mean_of(latencies));
         m.latencies_ms.insert(m.latencies_ms.end(), latencies.begin(), latencies.end());
         m.kv_cache_size = kv;
+        m.kv_bytes = cache_stats(session.get()).kv_bytes;
+        m.peak_rss_bytes = peak_rss_bytes();
       }
+      if (m.repetition_avg.empty()) break;  // interrupted before a timed repetition
       json r = result_json(m, n_decode);
-      std::fprintf(stderr, "%s: seq_length %lld: %.3f ms/token (median %.3f), kv cache %lld\n",
+      const double cv = repetition_cv(m);
+      std::fprintf(stderr,
+                   "%s: seq_length %lld: %.3f ms/token (median %.3f), prefill %.1f ms, kv cache "
+                   "%lld entries (%s MB), peak RSS %s MB\n",
                    plan.spec.mode.c_str(), static_cast<long long>(s),
                    r["avg_decode_latency_ms"].get<double>(),
-                   r["median_decode_latency_ms"].get<double>(),
-                   static_cast<long long>(m.kv_cache_size));
-      line.points.emplace_back(static_cast<double>(s), r["median_decode_latency_ms"].get<double>());
+                   r["median_decode_latency_ms"].get<double>(), r["prefill_ms"].get<double>(),
+                   static_cast<long long>(m.kv_cache_size), megabytes(m.kv_bytes).c_str(),
+                   megabytes(m.peak_rss_bytes).c_str());
+      if (cv > kMaxRepetitionCv)
+        warn(kProgram, plan.spec.mode + " at seq_length " + std::to_string(s) +
+                           ": the repetitions disagree (coefficient of variation " +
+                           format_fixed(100 * cv, 1) + "% > " +
+                           format_fixed(100 * kMaxRepetitionCv, 0) +
+                           "%); the machine may be busy: rerun with more --repetitions");
+      line.x.push_back(static_cast<double>(s));
+      line.y.push_back(r["median_decode_latency_ms"].get<double>());
+      line.error.push_back(stdev_of(m.repetition_avg));
       by_length[s][plan.spec.mode] = r["median_decode_latency_ms"].get<double>();
       results.push_back(std::move(r));
+      if (stopped) break;
     }
     json config = plan.spec.params_json();
     config["mode"] = plan.spec.mode;
@@ -270,9 +343,13 @@ int run_bench(Options& options) {
     config["prefill_logits"] = logits_name;
     config["model_name_or_path"] = model.path;
     json out = {{"mode", plan.spec.mode},
+                {"interrupted", stopped},
                 {"config", config},
                 {"policy", plan.spec.policy},
-                {"model", model.describe()},
+                {"variant", variant_summary(plan.report, plan.spec)},
+                {"policy_report", plan.report},
+                {"engine", engine},
+                {"model", model_json},
                 {"results", results},
                 {"skipped_seq_lengths", plan.dropped},
                 {"settings", settings_json(options)}};
@@ -282,17 +359,29 @@ int run_bench(Options& options) {
     series.push_back(std::move(line));
   }
 
+  progress.finish(runs_done, stopped ? "interrupted" : "done");
   const std::string tag = mode == "all" ? "all" : plans.front().spec.mode;
-  const fs::path png = output_dir / ("speed_benchmark_" + tag + ".png");
+  const fs::path stem = output_dir / ("speed_benchmark_" + tag);
   std::string warning;
   const std::string model_name = fs::path(model.path).filename().string();
-  if (plot_latency(png, "decode latency, " + (model_name.empty() ? model.path : model_name) +
-                            " (" + backend_name(info.backend) + ")",
-                   series, &warning)) {
-    std::printf("plot -> %s\n", png.string().c_str());
-  } else {
+  Figure figure;
+  figure.title = "Decode latency against sequence length";
+  figure.caption = (model_name.empty() ? model.path : model_name) + ", " +
+                   dtype_name(info.weight_dtype) + ", " + backend_name(info.backend) + ", " +
+                   std::to_string(info.n_threads) + " threads; median over " +
+                   std::to_string(repetitions) + " repetitions of the mean of " +
+                   std::to_string(n_decode) + " steps, bars: their standard deviation";
+  Panel panel;
+  panel.xlabel = "sequence length (tokens)";
+  panel.ylabel = "decode latency (ms / token)";
+  panel.log_x = true;
+  panel.y_from_zero = true;
+  panel.series = series;
+  figure.panels.push_back(std::move(panel));
+  if (draw_figure(stem, figure, &warning))
+    std::printf("plot -> %s.svg, %s.png\n", stem.string().c_str(), stem.string().c_str());
+  else
     warn(kProgram, warning);
-  }
   if (mode == "all") {
     std::vector<std::string> header = {"Seq Length"};
     for (const auto& line : series) header.push_back(line.name);
@@ -309,6 +398,10 @@ int run_bench(Options& options) {
     const fs::path path = output_dir / "speed_results_table.md";
     write_file_atomic(path, md);
     std::printf("\n%s\n(table written to %s)\n", md.c_str(), path.string().c_str());
+  }
+  if (stopped) {
+    warn(kProgram, "interrupted: the results so far are written, marked \"interrupted\"");
+    return interrupted_exit_status();
   }
   return 0;
 }

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <atomic>
 #include <cstdlib>
 #include <cstdio>
@@ -16,36 +18,94 @@ namespace fs = std::filesystem;
 
 namespace kvc::hosts {
 
-void write_file_atomic(const fs::path& path, const std::string& content) {
+namespace {
+
+void create_parent(const fs::path& path) {
   std::error_code ec;
-  if (path.has_parent_path()) {
-    fs::create_directories(path.parent_path(), ec);
-    if (ec) {
-      throw RunError("cannot create folder '" + path.parent_path().string() +
-                     "': " + ec.message());
-    }
-  }
+  if (!path.has_parent_path()) return;
+  fs::create_directories(path.parent_path(), ec);
+  if (ec)
+    throw RunError("cannot create folder '" + path.parent_path().string() + "': " + ec.message());
+}
+
+fs::path temp_name(const fs::path& path) {
   static std::atomic<int> counter{0};
   fs::path temp = path;
   temp += ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) throw RunError("cannot write '" + temp.string() + "'");
-    out.write(content.data(), static_cast<std::streamsize>(content.size()));
-    out.flush();
-    if (!out) {
-      out.close();
-      fs::remove(temp, ec);
-      throw RunError("cannot write '" + temp.string() + "' (disk full?)");
-    }
+  return temp;
+}
+
+}  // namespace
+
+AtomicFile::AtomicFile(fs::path path) : path_(std::move(path)) {
+  create_parent(path_);
+  temp_ = temp_name(path_);
+  file_ = std::fopen(temp_.c_str(), "wb");
+  if (!file_)
+    throw RunError("cannot write '" + temp_.string() + "': " + std::strerror(errno));
+}
+
+AtomicFile::~AtomicFile() {
+  if (!file_) return;
+  std::fclose(file_);
+  std::error_code ec;
+  fs::remove(temp_, ec);
+}
+
+void AtomicFile::write(const std::string& text) {
+  if (file_ && std::fwrite(text.data(), 1, text.size(), file_) != text.size()) failed_ = true;
+}
+
+void AtomicFile::commit() {
+  if (!file_) return;
+  const bool flushed = std::fflush(file_) == 0 && !failed_;
+  const int close_status = std::fclose(file_);
+  file_ = nullptr;
+  std::error_code ec;
+  if (!flushed || close_status != 0) {
+    fs::remove(temp_, ec);
+    throw RunError("cannot write '" + path_.string() + "' (disk full?)");
   }
-  fs::rename(temp, path, ec);
+  fs::rename(temp_, path_, ec);
   if (ec) {
     std::error_code ignored;
-    fs::remove(temp, ignored);
-    throw RunError("cannot rename '" + temp.string() + "' to '" + path.string() +
+    fs::remove(temp_, ignored);
+    throw RunError("cannot rename '" + temp_.string() + "' to '" + path_.string() +
                    "': " + ec.message());
   }
+}
+
+void write_file_atomic(const fs::path& path, const std::string& content) {
+  AtomicFile file(path);
+  file.write(content);
+  file.commit();
+}
+
+OutputDir::OutputDir(fs::path dir, const std::string& flag) : dir_(std::move(dir)) {
+  std::error_code ec;
+  for (fs::path p = dir_; !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
+    created_.insert(created_.begin(), p);
+    if (p == p.parent_path()) break;
+  }
+  fs::create_directories(dir_, ec);
+  if (ec)
+    throw RunError(flag + ": cannot create the output folder '" + dir_.string() +
+                   "': " + ec.message());
+  if (!fs::is_directory(dir_, ec))
+    throw RunError(flag + ": '" + dir_.string() + "' is not a folder");
+  const fs::path probe = temp_name(dir_ / ".kvc-write-check");
+  std::FILE* f = std::fopen(probe.c_str(), "wb");
+  if (!f)
+    throw RunError(flag + ": cannot write in the output folder '" + dir_.string() +
+                   "': " + std::strerror(errno));
+  std::fclose(f);
+  fs::remove(probe, ec);
+}
+
+OutputDir::~OutputDir() {
+  std::error_code ec;
+  for (auto it = created_.rbegin(); it != created_.rend(); ++it)
+    if (fs::is_empty(*it, ec) && !ec) fs::remove(*it, ec);
 }
 
 std::optional<size_t> first_invalid_utf8(const std::string& text) {

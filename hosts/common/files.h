@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -12,6 +13,44 @@ namespace kvc::hosts {
 // Writes `content` to `path` through a temporary file in the same folder and a rename, so a
 // reader never sees a partial file and a failed run leaves no file behind. Creates the folder.
 void write_file_atomic(const std::filesystem::path& path, const std::string& content);
+
+// A file written in pieces that appears under its name only when complete: the text goes to a
+// temporary file beside it, and commit() renames it into place. Destroyed without commit() (an
+// error), the temporary file is removed, so no half-written file is left behind.
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::filesystem::path path);  // creates the folder; throws RunError
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const std::string& text);
+  void commit();  // throws RunError (disk full, rename failed)
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_, temp_;
+  std::FILE* file_ = nullptr;
+  bool failed_ = false;
+};
+
+// The folder results go to, created (with its parents) and checked for writing when the
+// program starts, so a run that cannot save its results fails before its first token, not
+// after hours. Throws RunError naming `flag`, the folder and the system's reason. The folders it
+// created are removed again on destruction if they are still empty, so a run that fails before
+// writing anything leaves nothing behind.
+class OutputDir {
+ public:
+  OutputDir(std::filesystem::path dir, const std::string& flag);
+  ~OutputDir();
+  OutputDir(const OutputDir&) = delete;
+  OutputDir& operator=(const OutputDir&) = delete;
+  const std::filesystem::path& path() const { return dir_; }
+
+ private:
+  std::filesystem::path dir_;
+  std::vector<std::filesystem::path> created_;  // deepest last
+};
 
 // Offset of the first byte that is not valid UTF-8 (overlongs, surrogates and code points
 // beyond U+10FFFF are invalid), or nullopt if the whole text is valid.

@@ -71,6 +71,7 @@ std::string kind_text(const Option& o) {
     case Kind::String: return "a string";
     case Kind::Bool: return "true or false";
     case Kind::IntList: return "one or more integers" + range_text(o);
+    case Kind::PathList: return "one or more paths";
     case Kind::Choice: return "one of: " + join(o.choices, ", ");
     case Kind::ParamList: return "NAME=VALUE";
   }
@@ -204,6 +205,7 @@ std::string to_text(const Value& value) {
       for (const auto& [k, v] : list) items.push_back(k + "=" + v);
       return join(items, " ");
     }
+    std::string operator()(const std::vector<std::string>& list) const { return join(list, " "); }
   };
   return std::visit(Visitor{}, value);
 }
@@ -236,6 +238,13 @@ const Option& Options::get(const std::string& section, const std::string& key) c
 
 Source Options::source(const std::string& section, const std::string& key) const {
   return get(section, key).source;
+}
+
+std::string Options::origin(const std::string& section, const std::string& key) const {
+  const Option& o = get(section, key);
+  if (o.source == Source::Config || o.flag.empty())
+    return "[" + section + "] " + key + (config_path_.empty() ? "" : " in " + config_path_);
+  return "--" + o.flag;
 }
 
 int64_t Options::get_int(const std::string& section, const std::string& key) const {
@@ -271,6 +280,11 @@ std::optional<std::string> Options::get_opt_string(const std::string& section,
 std::vector<int64_t> Options::get_int_list(const std::string& section,
                                            const std::string& key) const {
   return std::get<std::vector<int64_t>>(get(section, key).value);
+}
+
+std::vector<std::string> Options::get_path_list(const std::string& section,
+                                                const std::string& key) const {
+  return std::get<std::vector<std::string>>(get(section, key).value);
 }
 
 void Options::set_extra_param(PolicyParam param) {
@@ -345,6 +359,16 @@ void Options::set_from_text(Option& o, const std::string& text, const std::strin
       o.value = list;
       break;
     }
+    case Kind::PathList: {
+      std::vector<std::string> list;
+      std::string item;
+      std::stringstream stream(text);
+      while (std::getline(stream, item, '\n'))
+        if (!item.empty()) list.push_back(item);
+      if (list.empty()) throw bad(text);
+      o.value = list;
+      break;
+    }
     case Kind::ParamList: {
       auto eq = text.find('=');
       if (eq == std::string::npos || eq == 0) throw bad(text);
@@ -393,6 +417,8 @@ bool Options::parse(const std::vector<std::string>& args) {
       return args[++i];
     };
     if (name == "config") {
+      if (!config.empty()) throw UsageError("--config is given twice ('" + config + "' and '" +
+                                            next_value() + "'); give one file");
       config = next_value();
       continue;
     }
@@ -420,8 +446,27 @@ bool Options::parse(const std::vector<std::string>& args) {
         pending.emplace_back(o, joined);
         break;
       }
+      case Kind::PathList: {
+        std::string joined = inline_value.value_or("");
+        if (!inline_value)
+          while (i + 1 < args.size() && !starts_with(args[i + 1], "--"))
+            joined += (joined.empty() ? "" : "\n") + args[++i];
+        if (joined.empty()) throw UsageError("--" + name + " expects one or more paths");
+        pending.emplace_back(o, joined);
+        break;
+      }
       default:
         pending.emplace_back(o, next_value());
+    }
+  }
+  // argparse would silently take the last of a repeated flag; a results tool must not guess.
+  for (size_t i = 0; i < pending.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (pending[j].first != pending[i].first || pending[i].first->kind == Kind::ParamList)
+        continue;
+      const std::string flag = "--" + pending[i].first->flag;
+      throw UsageError(flag + " is given twice (" + flag + " " + pending[j].second + " and " +
+                       flag + " " + pending[i].second + "); give it once");
     }
   }
   if (!config.empty()) load_toml_file(config);
@@ -560,6 +605,14 @@ void Options::apply_toml(const toml::table& root, const std::string& origin) {
           o->value = list;
           break;
         }
+        case Kind::PathList: {
+          auto a = node.as_array();
+          if (!a || a->empty() || !a->is_homogeneous(toml::node_type::string)) throw wrong();
+          std::vector<std::string> list;
+          for (const auto& item : *a) list.push_back(item.as_string()->get());
+          o->value = list;
+          break;
+        }
         case Kind::ParamList:
           break;
       }
@@ -579,6 +632,7 @@ std::string Options::help_text(const std::string& synopsis) const {
     switch (o.kind) {
       case Kind::Bool: break;
       case Kind::IntList: left += " N [N ...]"; break;
+      case Kind::PathList: left += " DIR [DIR ...]"; break;
       case Kind::ParamList: left += " NAME=VALUE"; break;
       case Kind::Choice: left += " {" + join(o.choices, ",") + "}"; break;
       case Kind::Int: left += " N"; break;
@@ -591,7 +645,10 @@ std::string Options::help_text(const std::string& synopsis) const {
       out << "\n" << std::string(26, ' ');
     }
     out << o.help;
-    if (o.kind != Kind::ParamList) out << " (default: " << to_text(o.value) << ")";
+    if (o.kind != Kind::ParamList) {
+      const std::string value = to_text(o.value);
+      out << " (default: " << (value.empty() ? "none" : value) << ")";
+    }
     out << "  [" << o.section << "] " << o.key << "\n";
   }
   out << "  --list_policies         list the installed policies, their parameters and the modes\n";

@@ -38,6 +38,7 @@ enum class Kind {
   String,
   Bool,      // on the command line a bare flag means true; `--flag=false` is accepted
   IntList,   // several values: `--seq_lengths 256 512` or `--seq_lengths=256,512`
+  PathList,  // several paths: `--merge a b` (a TOML array of strings)
   Choice,    // one of `choices`
   ParamList  // repeatable NAME=VALUE pairs (policy parameters)
 };
@@ -45,7 +46,8 @@ enum class Kind {
 enum class Source { Default, Config, CommandLine };
 
 using Value = std::variant<std::monostate, bool, int64_t, double, std::string,
-                           std::vector<int64_t>, std::vector<std::pair<std::string, std::string>>>;
+                           std::vector<int64_t>, std::vector<std::pair<std::string, std::string>>,
+                           std::vector<std::string>>;
 
 // A policy parameter as its source gave it, handed to the library without a text round trip:
 // text in the kvc_param syntax (a command-line NAME=VALUE, or a TOML string) or a typed TOML
@@ -100,6 +102,9 @@ class Options {
   bool is_set(const std::string& section, const std::string& key) const {
     return source(section, key) != Source::Default;
   }
+  // How the user gave a setting, for messages: "--output_dir" (a flag or the default) or
+  // "[eval] output_dir in c.toml" (the config file).
+  std::string origin(const std::string& section, const std::string& key) const;
   int64_t get_int(const std::string& section, const std::string& key) const;
   std::optional<int64_t> get_opt_int(const std::string& section, const std::string& key) const;
   double get_float(const std::string& section, const std::string& key) const;
@@ -108,6 +113,7 @@ class Options {
   std::optional<std::string> get_opt_string(const std::string& section,
                                             const std::string& key) const;
   std::vector<int64_t> get_int_list(const std::string& section, const std::string& key) const;
+  std::vector<std::string> get_path_list(const std::string& section, const std::string& key) const;
 
   // Policy parameters that are not one of the registered [policy] keys: the other keys of
   // the config's [policy] table, then `--param NAME=VALUE` flags (a flag replaces the

@@ -12,9 +12,10 @@ int g_terminal_override = -1;
 
 void Progress::set_terminal_override(int mode) { g_terminal_override = mode; }
 
-Progress::Progress(std::string label, int64_t total)
+Progress::Progress(std::string label, int64_t total, std::string unit)
     : label_(std::move(label)),
       total_(std::max<int64_t>(total, 1)),
+      unit_(std::move(unit)),
       terminal_(g_terminal_override >= 0 ? g_terminal_override == 1 : isatty(STDERR_FILENO)),
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_) {}
@@ -46,8 +47,9 @@ void Progress::draw(const std::string& detail, bool final_line) {
   double rate = elapsed > 0 ? static_cast<double>(done_) / elapsed : 0.0;
   double fraction = std::min(1.0, static_cast<double>(done_) / static_cast<double>(total_));
   char stats[160];
-  std::snprintf(stats, sizeof stats, "%lld/%lld tok %.0f tok/s %.0fs",
-                static_cast<long long>(done_), static_cast<long long>(total_), rate, elapsed);
+  std::snprintf(stats, sizeof stats, "%lld/%lld %s %.0f %s/s %.0fs",
+                static_cast<long long>(done_), static_cast<long long>(total_), unit_.c_str(),
+                rate, unit_.c_str(), elapsed);
   if (terminal_) {
     constexpr int kWidth = 24;
     int filled = static_cast<int>(fraction * kWidth);

@@ -10,8 +10,9 @@ namespace kvc::hosts {
 
 class Progress {
  public:
-  // `total` units (tokens) expected; `label` prefixes every line (e.g. the mode).
-  Progress(std::string label, int64_t total);
+  // `total` units expected (`unit`: "tok" for tokens); `label` prefixes every line (e.g. the
+  // mode).
+  Progress(std::string label, int64_t total, std::string unit = "tok");
   ~Progress();
   Progress(const Progress&) = delete;
   Progress& operator=(const Progress&) = delete;
@@ -33,6 +34,7 @@ class Progress {
 
   std::string label_;
   int64_t total_;
+  std::string unit_;
   int64_t done_ = 0;
   bool terminal_;
   bool open_line_ = false;

@@ -214,7 +214,8 @@ void set_param(kvc_policy_params* params, const std::string& name, const Given& 
 }  // namespace
 
 RunSpec make_run(const Options& options, const PolicyCatalog& catalog, const std::string& mode,
-                 bool strict, std::vector<std::string>* warnings) {
+                 bool strict, std::vector<std::string>* warnings,
+                 const std::vector<ParamOverride>& overrides) {
   RunSpec run;
   run.mode = mode;
   run.positions = options.get_string("policy", "positions") == "original"
@@ -296,6 +297,8 @@ RunSpec make_run(const Options& options, const PolicyCatalog& catalog, const std
     for (const auto& [name, text] : preset->presets)
       sources[name].push_back({Source::Default, {"mode '" + mode + "' (" + name + " = " + text +
                                                  ")", text}});
+  for (const ParamOverride& o : overrides)
+    sources[o.name] = {{Source::CommandLine, {o.origin, ParamValue(o.value)}}};
   for (auto& [name, given] : sources) {
     // The first command-line source wins over the config's and the preset; two command-line
     // sources for one parameter are a conflict.
@@ -332,6 +335,68 @@ kvc_cache_stats cache_stats(const kvc_session* session) {
   kvc_cache_stats_init(&stats);
   check(kvc_session_cache_stats(session, &stats), "cache statistics");
   return stats;
+}
+
+nlohmann::ordered_json policy_report(const kvc_session* session) {
+  size_t length = 0;
+  kvc_session_policy_report(session, nullptr, 0, &length);  // asks for the length
+  std::string text(length + 1, '\0');
+  check(kvc_session_policy_report(session, text.data(), text.size(), &length),
+        "reading the policy report");
+  text.resize(length);
+  try {
+    return nlohmann::ordered_json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw RunError(std::string("the policy report is not valid JSON: ") + e.what());
+  }
+}
+
+std::string variant_summary(const nlohmann::ordered_json& report, const RunSpec& run) {
+  auto text = [](const nlohmann::ordered_json& v) {
+    return v.is_string() ? v.get<std::string>() : v.dump();
+  };
+  std::string out = text(report.value("policy", nlohmann::ordered_json(run.policy)));
+  if (report.contains("version")) out += " " + text(report["version"]);
+  out += ": ";
+  const std::string kind = report.value("kind", "");
+  if (kind == "full cache") {
+    out += "full cache";
+  } else if (report.contains("rule")) {
+    const auto& r = report["rule"];
+    std::vector<std::string> parts;
+    auto size = [&](const char* key, const std::string& name) {
+      if (r.value(key, int64_t{0}) > 0) parts.push_back(name + " " + text(r[key]));
+    };
+    size("sink_size", "sinks");
+    size("recent_size", "recent");
+    if (r.value("separator_size", int64_t{0}) > 0)
+      parts.push_back("separators " + text(r["separator_size"]) + " (of " +
+                      std::to_string(r.value("separator_ids", nlohmann::ordered_json::array())
+                                         .size()) +
+                      " ids)");
+    if (!r.value("heavy_signal", nlohmann::ordered_json()).is_null()) {
+      std::string heavy = "heavy " + (r.contains("layer_heavy_sizes")
+                                          ? "per layer " + text(r["layer_heavy_sizes"])
+                                          : text(r["heavy_size"]));
+      heavy += " by " + std::string(r.value("heavy_order", "") == "smallest" ? "lowest " : "") +
+               text(r["heavy_signal"]) + " (" + text(r["scope"]);
+      if (r.contains("score_layers")) heavy += " of layers " + text(r["score_layers"]);
+      heavy += ", " + text(r["allocation"]) + " allocation";
+      if (r.value("update_interval", int64_t{1}) > 1)
+        heavy += ", refreshed every " + text(r["update_interval"]) + " steps";
+      heavy += ")";
+      parts.push_back(heavy);
+    }
+    for (size_t i = 0; i < parts.size(); ++i) out += (i ? " + " : "") + parts[i];
+    if (report.value("trigger", "") == "over_capacity" &&
+        report.value("trigger_size", int64_t{0}) > report.value("capacity", int64_t{0}))
+      out += ", cut back when over " + text(report["trigger_size"]);
+  } else {
+    out += "callback policy (signals " + text(report.value("signals", nlohmann::ordered_json())) +
+           ")";
+  }
+  out += std::string("; positions ") + run.positions_name();
+  return out;
 }
 
 std::string describe_policies(const PolicyCatalog& catalog) {

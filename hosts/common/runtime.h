@@ -101,13 +101,28 @@ struct RunSpec {
 // the policy lacks is a warning and an unknown --param an error; for --mode all both are only
 // applied where the schema has them. Validated with kvc_policy_params_check: a rejected value
 // is a UsageError naming where it was given.
+// `overrides` (a budget sweep's scaled sizes) replace every other source of their parameters.
+struct ParamOverride {
+  std::string name;
+  int64_t value;
+  std::string origin;  // for messages: "--budgets 128"
+};
 RunSpec make_run(const Options& options, const PolicyCatalog& catalog, const std::string& mode,
-                 bool strict, std::vector<std::string>* warnings);
+                 bool strict, std::vector<std::string>* warnings,
+                 const std::vector<ParamOverride>& overrides = {});
 
 // Creates a session of `run`; max_entries 0 = the engine's default.
 SessionPtr make_session(kvc_model* model, const RunSpec& run, int64_t max_entries);
 
 kvc_cache_stats cache_stats(const kvc_session* session);
+
+// kvc_session_policy_report as JSON: the policy exactly as the session runs it.
+nlohmann::ordered_json policy_report(const kvc_session* session);
+
+// One line saying which variant runs, from the policy report: "h2o 1.1.0: sinks 4 + recent 252
+// + heavy 128 by acc_attention (per_head, uniform allocation); positions shift". Both programs
+// print it on stderr when a run starts, and results record the report it is made from.
+std::string variant_summary(const nlohmann::ordered_json& report, const RunSpec& run);
 
 // "name  version  description\n    param (type, default) help" for --list_policies, with the
 // modes of modes.h that are presets of an installed policy.

@@ -32,9 +32,9 @@ Options make_options(Program program) {
 
   // ---- [policy] -------------------------------------------------------------------------------
   add("policy", "name", "mode", Kind::String, std::string("baseline"),
-      eval ? "KV-cache method: an installed policy name (baseline, streaming, h2o, lazy_h2o, "
-             "sepllm, unified, or a third-party plugin), a path to a policy .so, or 'all'"
-           : "KV-cache method: an installed policy name, a path to a policy .so, or 'all'");
+      "KV-cache method: an installed policy or mode (baseline, streaming, h2o, lazy_h2o, "
+      "sepllm, unified, lazy_unified, and every other policy --list_policies shows), a path to "
+      "a policy .so, or 'all'");
   nonneg(add("policy", "start_size", "start_size", Kind::Int, int64_t{4},
              "sink tokens kept at the start"));
   nonneg(add("policy", "recent_size", "recent_size", Kind::Int, int64_t{252},
@@ -129,6 +129,46 @@ Options make_options(Program program) {
     opt.min = 0;
     opt.max = 256;
   }
+
+  // Results beyond the PPL (docs/hosts.md, "Output files").
+  add("eval", "save_nll", flag_if(eval, "save_nll"), Kind::Bool, false,
+      "write every scored token (file, position, token, NLL, cache, evicted) to "
+      "nll_<mode>.tsv");
+  nonneg(add("eval", "trace_cache", flag_if(eval, "trace_cache"), Kind::Int, int64_t{0},
+             "every N tokens, write the kept positions and scores of every (layer, head) to "
+             "cache_trace_<mode>.jsonl and plot them (0 = off)"));
+  add("eval", "trace_heads", flag_if(eval, "trace_heads"), Kind::String, std::string("0:0,-1:0"),
+      "heads the cache-trace figure shows, LAYER:HEAD,... (negative layers count from the end)");
+  {
+    auto& opt = add("eval", "compare_to", flag_if(eval, "compare_to"), Kind::Choice,
+                    std::string("none"),
+                    "run a full-cache session in lockstep and report the KL divergence and top-1 "
+                    "agreement of each policy against it");
+    opt.choices = {"none", "dense"};
+  }
+  {
+    auto& opt = add("eval", "budgets", flag_if(eval, "budgets"), Kind::IntList,
+                    std::vector<int64_t>{},
+                    "cache budgets (entries per layer and head) to sweep: each policy's sizes are "
+                    "scaled to each (docs/hosts.md)");
+    opt.min = 1;
+  }
+  add("eval", "figures", flag_if(eval, "figures"), Kind::Bool, true,
+      "draw the figures (SVG and PNG, with gnuplot)");
+  nonneg(add("eval", "loss_window", flag_if(eval, "loss_window"), Kind::Int, int64_t{0},
+             "positions averaged per point of the loss-against-position figure (0 = about "
+             "1/40 of the longest text)"));
+
+  // Scale-out (docs/scale-out.md): parts of the work, and their merge.
+  add("eval", "shard", flag_if(eval, "shard"), Kind::String, std::monostate{},
+      "run part I of N (I from 0) of the work items (mode x file), balanced by size, and "
+      "write shard results for --merge");
+  add("eval", "merge", flag_if(eval, "merge"), Kind::PathList, std::vector<std::string>{},
+      "combine the shard results in these folders into the results of a single run");
+  add("eval", "list_items", flag_if(eval, "list_items"), Kind::Bool, false,
+      "print the work items (mode x file) as JSON and exit");
+  add("eval", "worker", flag_if(eval, "worker"), Kind::Bool, false,
+      "load once, then run each shard I/N read from stdin (one per line), printing 'done I/N'");
 
   // ---- [bench] --------------------------------------------------------------------------------
   positive(add("bench", "seq_lengths", flag_if(bench, "seq_lengths"), Kind::IntList,

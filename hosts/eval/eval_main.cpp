@@ -1,21 +1,31 @@
 // kvc-eval: perplexity of a model under KV-cache eviction policies (docs/policies.md §6,
-// docs/hosts.md). Reads top-down: settings -> the runs -> model and texts -> each run scored
-// and written -> the summary table.
+// docs/hosts.md). Reads top-down: settings -> the runs (plan.h) -> model and texts -> each run
+// scored and written (record.h, outputs.h) -> the summary (summary.h). --shard, --worker and
+// --merge split the same work across processes and machines (shards.h, docs/scale-out.md).
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <iostream>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "files.h"
-#include "modes.h"
+#include "interrupt.h"
 #include "options.h"
+#include "outputs.h"
+#include "plan.h"
 #include "program.h"
+#include "record.h"
 #include "report.h"
 #include "runtime.h"
 #include "schema.h"
 #include "scoring.h"
+#include "shards.h"
+#include "summary.h"
 #include "texts.h"
 
 namespace fs = std::filesystem;
@@ -26,139 +36,17 @@ namespace {
 
 constexpr const char* kProgram = "kvc-eval";
 
-// ---- 1. The runs, resolved and validated before anything is loaded ----------------------------
-
-struct Plan {
-  std::vector<EvalRun> runs;
-  ProtocolSettings protocols;
-  bool all = false;  // --mode all: also the summary table
+// Everything loaded once: the runs, the model, the texts and what the results record.
+struct Session {
+  Plan plan;
+  LoadedModel model;
+  TokenizerPtr own_tokenizer;
+  Inputs in;
+  std::vector<std::vector<int64_t>> counts;  // tokens each run scores of each text
+  std::optional<RunSpec> dense;              // --compare_to dense
 };
 
-Plan plan_runs(const Options& options) {
-  Plan plan;
-  std::vector<std::string> warnings;
-  const std::string mode = options.get_string("policy", "name");
-  const std::string baseline = options.get_string("eval", "baseline");
-  PolicyCatalog catalog(options.get_opt_string("policy", "search_path").value_or(""));
-  ProtocolSettings& p = plan.protocols;
-  p.chunk_size = options.get_int("eval", "chunk_size");
-  p.stride = options.get_int("eval", "stride");
-  p.window = options.get_opt_int("eval", "window")
-                 .value_or(options.get_int("policy", "start_size") +
-                           options.get_int("policy", "recent_size"));
-  p.continuous = options.get_bool("eval", "continuous_cache");
-  p.block_size = static_cast<int32_t>(options.get_int("eval", "block_size"));
-
-  auto baseline_run = [&](Protocol protocol) {
-    EvalRun run;
-    run.spec = make_run(options, catalog, "baseline", false, nullptr);
-    run.protocol = protocol;
-    switch (protocol) {
-      case Protocol::Chunked:
-        run.label = "baseline";
-        run.display = "baseline (" + std::to_string(p.chunk_size) + "-chunk)";
-        break;
-      case Protocol::Dense:
-        run.label = "baseline_dense";
-        run.display = "baseline (dense)";
-        break;
-      default:
-        if (p.window < 1)
-          throw UsageError("--window: the sliding baseline needs a window >= 1 (it defaults to "
-                           "start_size + recent_size)");
-        run.label = "baseline_sliding";
-        run.display = "baseline (sliding " + std::to_string(p.window) + ", stride " +
-                      std::to_string(p.stride) + ")";
-    }
-    return run;
-  };
-  auto policy_run = [&](const std::string& name, bool strict) {
-    EvalRun run;
-    run.spec = make_run(options, catalog, name, strict, &warnings);
-    run.label = run.display = run.spec.mode;
-    return run;
-  };
-  if (mode == "all") {
-    plan.all = true;
-    plan.runs.push_back(baseline_run(Protocol::Chunked));
-    plan.runs.push_back(baseline_run(Protocol::Dense));
-    for (const auto& name : catalog.all_modes())
-      if (name != "baseline") plan.runs.push_back(policy_run(name, false));
-  } else if (mode == "baseline") {
-    plan.runs.push_back(baseline_run(baseline == "dense"     ? Protocol::Dense
-                                     : baseline == "sliding" ? Protocol::Sliding
-                                                             : Protocol::Chunked));
-  } else {
-    plan.runs.push_back(policy_run(mode, true));
-  }
-  if (p.continuous && mode == "baseline" && baseline != "dense")
-    warnings.push_back("--continuous_cache does not apply to the " + baseline + " baseline");
-  for (const auto& w : warnings) warn(kProgram, w);
-  return plan;
-}
-
-// ---- 3. One run's result file and table row ---------------------------------------------------
-
-json result_json(const EvalRun& run, const RunResult& result, const Plan& plan,
-                 const Texts& texts, const LoadedModel& model, const Options& options,
-                 const std::string& data_dir) {
-  json config = run.spec.params_json();
-  if (run.protocol == Protocol::Chunked) config["chunk_size"] = plan.protocols.chunk_size;
-  if (run.protocol == Protocol::Sliding) {
-    config["window"] = plan.protocols.window;
-    config["stride"] = plan.protocols.stride;
-  }
-  json per_file = json::array();
-  for (const auto& [index, tally] : result.files) {
-    const Text& text = texts.texts[index];
-    per_file.push_back({{"file", text.path.filename().string()},
-                        {"path", text.path.string()},
-                        {"num_tokens", tally.scored},
-                        {"ppl", tally.ppl()},
-                        {"nll_sum", tally.nll_sum},
-                        {"cache_size", tally.cache_json()},
-                        {"extrapolated_tokens", tally.extrapolated}});
-  }
-  json skipped = json::array();
-  for (const auto& s : texts.skipped) skipped.push_back({{"file", s.path.string()}, {"reason", s.reason}});
-  const double tokens_per_sec =
-      result.wall_s > 0 ? static_cast<double>(result.total.scored) / result.wall_s : 0.0;
-  const auto cap = options.get_opt_int("eval", "num_eval_tokens");
-  const bool streamed = run.protocol == Protocol::Stream || run.protocol == Protocol::Dense;
-  return {
-      {"mode", run.label},
-      {"ppl", result.total.ppl()},
-      {"num_tokens", result.total.scored},
-      {"num_samples", result.files.size()},
-      {"config", config},
-      {"policy", run.spec.policy},
-      {"protocol", protocol_name(run.protocol)},
-      {"positions", run.spec.positions_name()},
-      {"continuous_cache", plan.protocols.continuous && streamed},
-      {"scoring", {{"block_size", result.block_size},
-                   {"path", result.path},
-                   {"requested_block_size", streamed ? json(plan.protocols.block_size)
-                                                     : json(nullptr)},
-                   {"fallback_reason", result.path_reason}}},
-      {"num_eval_tokens", cap ? json(*cap) : json(nullptr)},
-      {"data_dir", data_dir},
-      {"cache_size", result.total.cache_json()},
-      {"extrapolated_tokens", result.total.extrapolated},
-      {"tokens_per_sec", tokens_per_sec},
-      {"wall_time_s", result.wall_s},
-      {"model", model.describe()},
-      {"skipped_files", skipped},
-      {"num_skipped_files", texts.skipped.size()},
-      {"files", per_file},
-      {"settings", settings_json(options)},
-  };
-}
-
-// ---- The program ------------------------------------------------------------------------------
-
-int run_eval(Options& options) {
-  const Plan plan = plan_runs(options);
-
+std::string default_data_dir(const Options& options) {
   std::string data_dir = options.get_string("eval", "data_dir");
   if (data_dir == kDefaultDataDir)
     data_dir = resolve_resource(data_dir, "the evaluation text",
@@ -166,59 +54,202 @@ int run_eval(Options& options) {
                                 "share/kvc/scripts), or give a folder of .txt files with "
                                 "--data_dir.")
                    .string();
-  list_text_files(data_dir);  // a missing or empty folder is reported before the model loads
-  LoadedModel model = load_model(options, static_cast<uint64_t>(options.get_int("model", "seed")));
-  TokenizerPtr own_tokenizer;
-  const kvc_tokenizer* tokenizer = kvc_model_tokenizer(model.model.get());
+  return data_dir;
+}
+
+void load(Session& s, const Options& options, const PolicyCatalog& catalog,
+          const std::string& data_dir) {
+  s.model = load_model(options, static_cast<uint64_t>(options.get_int("model", "seed")));
+  const kvc_tokenizer* tokenizer = kvc_model_tokenizer(s.model.model.get());
   if (auto path = options.get_opt_string("model", "tokenizer")) {
     kvc_tokenizer* t = nullptr;
     check(kvc_tokenizer_load(path->c_str(), &t), "loading tokenizer '" + *path + "'");
-    own_tokenizer.reset(t);
+    s.own_tokenizer.reset(t);
     tokenizer = t;
   }
   if (!tokenizer)
-    throw RunError("model '" + model.path + "' has no tokenizer.json; give one with --tokenizer");
-  const Texts texts = load_texts(kProgram, data_dir, options.get_int("eval", "num_samples"),
-                                 tokenizer, model.info.vocab_size);
-
-  const fs::path output_dir = options.get_string("eval", "output_dir");
+    throw RunError("model '" + s.model.path + "' has no tokenizer.json; give one with "
+                   "--tokenizer");
+  std::vector<std::string> warnings;
+  plan_sweep(s.plan, options, catalog, s.model.model.get(), warnings);
+  for (const auto& w : warnings) warn(kProgram, w);
+  s.in = describe_inputs(options, s.model,
+                         load_texts(kProgram, data_dir, options.get_int("eval", "num_samples"),
+                                    tokenizer, s.model.info.vocab_size),
+                         data_dir);
   const auto cap = options.get_opt_int("eval", "num_eval_tokens");
-  std::vector<std::vector<std::string>> table;
-  std::vector<std::string> notes;
-  for (const auto& run : plan.runs) {
-    const auto counts = score_counts(texts.texts, cap, run.protocol, plan.protocols.chunk_size);
-    const RunResult result = score_run(model, run, texts.texts, counts, plan.protocols, {});
-    const fs::path path = output_dir / ("ppl_results_" + run.label + ".json");
-    write_json(path, result_json(run, result, plan, texts, model, options, data_dir));
+  for (const auto& planned : s.plan.runs)
+    s.counts.push_back(score_counts(s.in.texts.texts, cap, planned.run.protocol,
+                                    s.plan.protocols.chunk_size));
+  if (s.plan.compare) s.dense = make_run(options, catalog, "baseline", false, nullptr);
+}
 
-    const Tally& t = result.total;
-    const double tokens_per_sec = result.wall_s > 0 ? static_cast<double>(t.scored) / result.wall_s
-                                                    : 0.0;
-    std::printf("%s: ppl %.4f over %lld tokens (%zu files), cache max %lld mean %.1f, "
-                "%.1f tok/s -> %s\n",
-                run.display.c_str(), t.ppl(), static_cast<long long>(t.scored),
-                result.files.size(), static_cast<long long>(t.cache_max), t.cache_mean(),
-                tokens_per_sec, path.string().c_str());
-    std::fflush(stdout);
-    table.push_back({run.display, format_fixed(t.ppl(), 3), std::to_string(t.cache_max),
-                     format_fixed(t.cache_mean(), 1), format_fixed(tokens_per_sec, 1)});
-    if (t.extrapolated > 0)
-      notes.push_back(run.display + ": " + std::to_string(t.extrapolated) + " of " +
-                      std::to_string(t.scored) + " scored tokens were predicted at positions >= "
-                      "max_position_embeddings (" +
-                      std::to_string(model.info.max_position_embeddings) + "): extrapolation");
+// Runs every planned run (or, for a shard, its items) and writes the results; returns whether
+// a signal interrupted the work.
+bool run_all(Session& s, const Options& options, const fs::path& output_dir,
+             const std::optional<ShardSpec>& shard, const std::vector<WorkItem>& items) {
+  const auto trace_every = options.get_int("eval", "trace_cache");
+  const auto trace_heads = parse_trace_heads(options.get_string("eval", "trace_heads"),
+                                             s.model.info.n_layers, s.model.info.n_heads);
+  const bool save_nll = options.get_bool("eval", "save_nll");
+  const bool figures = options.get_bool("eval", "figures") && !shard;
+  const std::string suffix = shard ? shard->suffix() : "";
+  const auto& budgets = s.plan.budgets;
+  std::vector<RunOutcome> outcomes;
+  bool stopped = false;
+  for (size_t r = 0; r < s.plan.runs.size() && !stopped; ++r) {
+    const PlannedRun& planned = s.plan.runs[r];
+    const EvalRun& run = planned.run;
+    // A shard scores only its items' files.
+    std::vector<int64_t> counts = s.counts[r];
+    if (shard) {
+      std::vector<bool> mine(counts.size(), false);
+      bool any = false;
+      for (const WorkItem& item : items) {
+        if (item.run != r || item.shard != shard->index) continue;
+        any = true;
+        if (item.file < 0) std::fill(mine.begin(), mine.end(), true);
+        else mine[static_cast<size_t>(item.file)] = true;
+      }
+      if (!any) continue;
+      for (size_t f = 0; f < counts.size(); ++f)
+        if (!mine[f]) counts[f] = 0;
+    }
+    const bool streamed = run.protocol == Protocol::Stream || run.protocol == Protocol::Dense;
+    std::unique_ptr<NllDump> dump;
+    if (save_nll)
+      dump = std::make_unique<NllDump>(output_dir / ("nll_" + run.label + suffix + ".tsv"),
+                                       s.plan.compare && run.protocol == Protocol::Stream);
+    std::unique_ptr<CacheTrace> trace;
+    if (trace_every > 0 && streamed)
+      trace = std::make_unique<CacheTrace>(
+          output_dir / ("cache_trace_" + run.label + suffix + ".jsonl"), s.model.info,
+          trace_heads);
+    RunOutcome out;
+    // The loss figure shows the runs that are not part of a sweep, and the sweep's runs at its
+    // largest budget.
+    out.in_loss_figure =
+        !planned.budget || *planned.budget == *std::max_element(budgets.begin(), budgets.end());
+    ScoreHooks hooks;
+    hooks.program = kProgram;
+    hooks.sink = [&](const TokenRecord& rec) {
+      if (dump) dump->add(rec, s.in.texts.texts[rec.file].path.filename().string());
+      out.loss.add(rec);
+    };
+    if (trace) {
+      hooks.trace_every = trace_every;
+      hooks.on_trace = [&](const kvc_session* session, size_t file, int64_t step) {
+        trace->capture(session, s.in.texts.texts[file].path.filename().string(), step);
+      };
+    }
+    if (s.dense && run.protocol == Protocol::Stream) hooks.compare_to = &*s.dense;
+
+    const RunResult result =
+        score_run(s.model, run, s.in.texts.texts, counts, s.plan.protocols, hooks);
+    stopped = result.interrupted;
+    if (dump) dump->commit();
+    if (trace) trace->commit();
+    json record = result_json(planned, result, s.plan, s.in, options);
+    if (shard) {
+      record["shard"] = {{"index", shard->index}, {"count", shard->count}};
+      record["loss_by_position"] = out.loss.json();
+    }
+    out.label = run.label;
+    out.display = run.display;
+    out.protocol = run.protocol;
+    out.budget = planned.budget;
+    out.capacity = planned.capacity;
+    out.total = result.total;
+    out.n_files = result.files.size();
+    out.wall_s = result.wall_s;
+    out.interrupted = result.interrupted;
+    out.path = output_dir / ("ppl_results_" + run.label + suffix + ".json");
+    write_json(out.path, record);
+    print_run_line(out);
+    if (trace && figures && !trace_heads.empty()) {
+      Figure f;
+      f.title = "Kept cache entries, " + run.display;
+      f.caption = s.in.caption + "; every " + std::to_string(trace_every) + " tokens";
+      f.panels = trace->panels();
+      draw(kProgram, output_dir / ("cache_trace_" + run.label), f);
+    }
+    outcomes.push_back(std::move(out));
   }
+  if (shard) {
+    // The manifest marks the shard complete: an interrupted shard has none.
+    if (!stopped)
+      write_manifest(output_dir, *shard, options, s.plan, s.in, items, s.in.caption,
+                     s.model.info.max_position_embeddings);
+    return stopped;
+  }
+  SummarySettings settings;
+  settings.output_dir = output_dir;
+  settings.all = s.plan.all;
+  settings.compare = s.plan.compare;
+  settings.figures = figures;
+  settings.loss_window = options.get_int("eval", "loss_window");
+  settings.max_position_embeddings = s.model.info.max_position_embeddings;
+  settings.caption = s.in.caption;
+  write_summary(kProgram, outcomes, settings, stopped);
+  return stopped;
+}
 
-  if (!plan.all) {
-    for (const auto& note : notes) std::printf("note: %s\n", note.c_str());
+// --worker: one loaded session serves shards named on stdin, one "I/N" per line, and answers
+// "done I/N" (or "error I/N: message") on stdout. Drivers (the Ray driver) keep one per node.
+int serve(Session& s, const Options& options, const fs::path& output_dir) {
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line.empty()) continue;
+    try {
+      const ShardSpec shard = parse_shard(line, "worker input");
+      std::vector<WorkItem> items = work_items(s.plan, s.counts);
+      assign_shards(items, shard.count);
+      if (run_all(s, options, output_dir, shard, items)) return interrupted_exit_status();
+      std::printf("done %s\n", line.c_str());
+    } catch (const std::exception& e) {
+      std::printf("error %s: %s\n", line.c_str(), e.what());
+    }
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+int run_eval(Options& options) {
+  install_interrupt_handlers();
+  const auto merge_dirs = options.get_path_list("eval", "merge");
+  if (!merge_dirs.empty()) return merge_shards(kProgram, merge_dirs, options);
+
+  Session s;
+  std::vector<std::string> warnings;
+  PolicyCatalog catalog(options.get_opt_string("policy", "search_path").value_or(""));
+  s.plan = plan_runs(options, catalog, warnings);
+  for (const auto& w : warnings) warn(kProgram, w);
+  std::optional<ShardSpec> shard;
+  if (auto text = options.get_opt_string("eval", "shard"))
+    shard = parse_shard(*text, options.origin("eval", "shard"));
+
+  const std::string data_dir = default_data_dir(options);
+  list_text_files(data_dir);  // a missing or empty folder is reported before the model loads
+  const bool list_items = options.get_bool("eval", "list_items");
+  std::optional<OutputDir> output;
+  if (!list_items)  // checked before hours of work, not after
+    output.emplace(options.get_string("eval", "output_dir"),
+                   options.origin("eval", "output_dir"));
+  load(s, options, catalog, data_dir);
+
+  std::vector<WorkItem> items = work_items(s.plan, s.counts);
+  assign_shards(items, shard ? shard->count : 1);
+  if (list_items) {
+    std::printf("%s\n", json{{"count", items.size()}, {"items", items_json(items, s.plan, s.in)}}
+                            .dump(2)
+                            .c_str());
     return 0;
   }
-  std::string md = markdown_table({"Method", "PPL", "Cache max", "Cache mean", "Tokens/s"}, table);
-  for (const auto& note : notes) md += "\n- " + note;
-  if (!notes.empty()) md += "\n";
-  const fs::path path = output_dir / "ppl_results_table.md";
-  write_file_atomic(path, md);
-  std::printf("\n%s\n(table written to %s)\n", md.c_str(), path.string().c_str());
+  if (options.get_bool("eval", "worker")) return serve(s, options, output->path());
+  if (run_all(s, options, output->path(), shard, items)) {
+    warn(kProgram, "interrupted: the results so far are written, marked \"interrupted\"");
+    return interrupted_exit_status();
+  }
   return 0;
 }
 

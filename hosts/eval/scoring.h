@@ -47,7 +47,11 @@ struct TokenRecord {
   int32_t token = 0;      // the predicted token's id
   double nll = 0;         // nats
   int64_t cache = 0;      // most entries in any (layer, head) after the step
+  int64_t evicted = 0;    // entries the step evicted, summed over (layer, head)
   bool extrapolated = false;  // predicted at a rotary position >= max_position_embeddings
+  // Against the full cache (--compare_to dense), else NaN / -1:
+  double kl = NAN;        // KL(dense || policy) of the next-token distributions, nats
+  int top1 = -1;          // 1 when both put the same token first, else 0
 };
 using TokenSink = std::function<void(const TokenRecord&)>;
 
@@ -58,6 +62,10 @@ struct Tally {
   int64_t cache_max = 0;
   double cache_sum = 0;  // cache size after each scored step, summed
   int64_t extrapolated = 0;
+  int64_t evicted = 0;
+  double kl_sum = 0;     // over the `compared` tokens
+  int64_t top1_hits = 0;
+  int64_t compared = 0;
 
   void add(const TokenRecord& r) {
     nll_sum += r.nll;
@@ -65,6 +73,12 @@ struct Tally {
     cache_max = std::max(cache_max, r.cache);
     cache_sum += static_cast<double>(r.cache);
     extrapolated += r.extrapolated ? 1 : 0;
+    evicted += r.evicted;
+    if (r.top1 >= 0) {
+      kl_sum += r.kl;
+      top1_hits += r.top1;
+      ++compared;
+    }
   }
   void merge(const Tally& other) {
     nll_sum += other.nll_sum;
@@ -72,9 +86,17 @@ struct Tally {
     cache_max = std::max(cache_max, other.cache_max);
     cache_sum += other.cache_sum;
     extrapolated += other.extrapolated;
+    evicted += other.evicted;
+    kl_sum += other.kl_sum;
+    top1_hits += other.top1_hits;
+    compared += other.compared;
   }
   double ppl() const { return scored ? std::exp(nll_sum / static_cast<double>(scored)) : NAN; }
   double cache_mean() const { return scored ? cache_sum / static_cast<double>(scored) : 0.0; }
+  double mean_kl() const { return compared ? kl_sum / static_cast<double>(compared) : NAN; }
+  double top1_agreement() const {
+    return compared ? static_cast<double>(top1_hits) / static_cast<double>(compared) : NAN;
+  }
   nlohmann::ordered_json cache_json() const {
     return {{"max", cache_max}, {"mean", cache_mean()}};
   }
@@ -87,16 +109,33 @@ struct RunResult {
   // How the library scored (kvc_session_score_report of the last call).
   int32_t block_size = 0;
   std::string path, path_reason;
+  nlohmann::ordered_json policy_report;  // kvc_session_policy_report of the run's session
+  bool interrupted = false;  // stopped early by SIGINT/SIGTERM: the tallies cover what ran
+};
+
+// What a run records beyond the NLL, all optional.
+struct ScoreHooks {
+  TokenSink sink;  // every scored token, in order
+  // Streamed runs: after every `trace_every` tokens fed since the cache was emptied, `on_trace`
+  // sees the session (its cache, evictions done).
+  int64_t trace_every = 0;
+  std::function<void(const kvc_session* session, size_t file, int64_t step)> on_trace;
+  // Streamed policy runs: a full-cache session of this spec scores the same tokens in
+  // lockstep, and each TokenRecord gets the KL divergence and top-1 agreement against it.
+  const RunSpec* compare_to = nullptr;
+  // Printed on stderr when the run's session exists: "<program>: <label>: <variant>".
+  std::string program;
 };
 
 // How many tokens of each text a run scores under the num_eval_tokens cap.
 std::vector<int64_t> score_counts(const std::vector<Text>& texts, std::optional<int64_t> cap,
                                   Protocol protocol, int64_t chunk_size);
 
-// Scores `counts[f]` tokens of each text under `run`, calling `sink` (may be empty) for each
-// scored token in order, with a progress line on stderr.
+// Scores `counts[f]` tokens of each text under `run`, with a progress line on stderr. Stops
+// early, with `interrupted` set, when interrupted() turns true (checked between scoring calls,
+// about once a second).
 RunResult score_run(const LoadedModel& model, const EvalRun& run, const std::vector<Text>& texts,
                     const std::vector<int64_t>& counts, const ProtocolSettings& settings,
-                    const TokenSink& sink);
+                    const ScoreHooks& hooks);
 
 }  // namespace kvc::hosts

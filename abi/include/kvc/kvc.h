@@ -327,6 +327,9 @@ typedef struct kvc_cache_stats {
   int64_t total_entries;  /* sum over all (layer, head) */
   int64_t n_tokens_seen;  /* tokens appended since create/reset */
   int64_t n_evictions;    /* times the policy evicted something */
+  /* ---- ABI minor 2 ---- */
+  int64_t kv_bytes;          /* bytes of the keys and values of the entries cached now */
+  int64_t kv_bytes_reserved; /* bytes of the key/value slots allocated (freed slots reused) */
 } kvc_cache_stats;
 
 /* Fills the defaults (ABI 1.0 layout for the exported function; see the conventions). */

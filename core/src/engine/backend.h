@@ -56,6 +56,8 @@ class ComputeBackend {
   virtual void run(const ForwardRequest& request, KvCache& cache) = 0;
   // Whether run() honours ForwardRequest::per_query.
   virtual bool supports_per_query() const { return false; }
+  // Bytes of one stored key or value element (the cache's storage type).
+  virtual size_t kv_value_bytes() const { return sizeof(float); }
 
   // The policy is about to read `signals` (KVC_SIGNAL_* bits) through the host cache: bring
   // them up to date there. A no-op for backends that maintain them on the host.

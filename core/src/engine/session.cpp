@@ -460,6 +460,13 @@ kvc_cache_stats Session::stats() const {
   s.total_entries = cache_.total_entries();
   s.n_tokens_seen = n_seen_;
   s.n_evictions = n_evictions_;
+  // Keys and values, head_dim elements each, at the backend's storage type.
+  const int64_t entry_bytes =
+      2 * static_cast<int64_t>(model_.config.head_dim * backend_->kv_value_bytes());
+  int64_t slots = 0;
+  for (size_t i = 0; i < cache_.n_head_caches(); ++i) slots += cache_.head_at(i).n_slots();
+  s.kv_bytes = s.total_entries * entry_bytes;
+  s.kv_bytes_reserved = slots * entry_bytes;
   return s;
 }
 
