@@ -70,6 +70,40 @@ int run(const std::string& program, const fs::path& script, const fs::path& log)
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+// A heat map: cells at integer coordinates labelled by the axis labels, each with its value
+// printed (so the figure reads in greyscale too); the viridis scale (perceptually uniform).
+std::string heat_map_commands(const HeatMap& h, const fs::path& data) {
+  std::ofstream out(data);
+  const size_t nx = h.x_labels.size(), ny = h.y_labels.size();
+  for (size_t y = 0; y < ny; ++y)
+    for (size_t x = 0; x < nx; ++x) {
+      const double v = y * nx + x < h.values.size() ? h.values[y * nx + x] : NAN;
+      out << x << " " << y << " " << (std::isfinite(v) ? std::to_string(v) : "NaN") << "\n";
+    }
+  std::ostringstream s;
+  auto tics = [](const std::vector<std::string>& labels) {
+    std::string t = "(";
+    for (size_t i = 0; i < labels.size(); ++i)
+      t += (i ? ", " : "") + quote(labels[i]) + " " + std::to_string(i);
+    return t + ")";
+  };
+  s << "unset logscale x\nset key off\nunset grid\n"
+    << "set xrange [-0.5:" << nx - 0.5 << "]\nset yrange [-0.5:" << ny - 0.5 << "]\n"
+    << "set xtics " << tics(h.x_labels) << "\nset ytics " << tics(h.y_labels) << "\n"
+    << "set cbrange [" << h.low << ":" << h.high << "]\nset cblabel " << quote(h.scale_label)
+    << "\nset palette defined (0 '#440154', 0.25 '#3b528b', 0.5 '#21908d', 0.75 '#5dc963', "
+       "1 '#fde725')\n"
+    // Dark text on the light end of the scale, light text on the dark end.
+    << "plot " << quote(data.string()) << " using 1:2:3 with image, \\\n     "
+    << quote(data.string()) << " using 1:2:($3 >= " << h.low + 0.6 * (h.high - h.low)
+    << " ? sprintf('%.2f', $3) : '') with labels font ',9' tc rgb 'black', \\\n     "
+    << quote(data.string()) << " using 1:2:($3 < " << h.low + 0.6 * (h.high - h.low)
+    << " ? sprintf('%.2f', $3) : '') with labels font ',9' tc rgb 'white'\n"
+    << "set xtics autofreq\nset ytics autofreq\nset key on\nset grid\n"
+    << "set xrange [*:*]\nset yrange [*:*]\n";
+  return s.str();
+}
+
 // The plotting commands (everything after `set terminal` and `set output`).
 std::string figure_script(const Figure& figure, const fs::path& work) {
   std::ostringstream s;
@@ -88,6 +122,10 @@ std::string figure_script(const Figure& figure, const fs::path& work) {
       << "set xlabel " << quote(panel.xlabel) << "\nset ylabel " << quote(panel.ylabel) << "\n"
       << (panel.log_x ? "set logscale x 2\n" : "unset logscale x\n")
       << (panel.y_from_zero ? "set yrange [0:*]\n" : "set yrange [*:*]\n");
+    if (panel.heat_map) {
+      s << heat_map_commands(*panel.heat_map, work / ("p" + std::to_string(p) + "heat.dat"));
+      continue;
+    }
     std::vector<std::string> plots;
     for (size_t i = 0; i < panel.series.size(); ++i) {
       const Series& series = panel.series[i];

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,12 +20,22 @@ struct Series {
   enum class Style { Lines, LinesPoints, Points } style = Style::LinesPoints;
 };
 
+// A grid of values drawn as coloured cells with their values written in them (a heat map):
+// values[y * x_labels.size() + x], NaN for an empty cell, on the colour scale [low, high].
+struct HeatMap {
+  std::vector<std::string> x_labels, y_labels;
+  std::vector<double> values;
+  double low = 0, high = 1;
+  std::string scale_label;  // the colour bar's title
+};
+
 struct Panel {
   std::string title;  // empty: none (one-panel figures use Figure::title)
   std::string xlabel, ylabel;
   bool log_x = false;        // base 2
   bool y_from_zero = false;  // y axis starts at 0
   std::vector<Series> series;
+  std::optional<HeatMap> heat_map;  // drawn instead of the series
 };
 
 struct Figure {

@@ -159,6 +159,41 @@ Options make_options(Program program) {
              "positions averaged per point of the loss-against-position figure (0 = about "
              "1/40 of the longest text)"));
 
+  // Retrieval tasks (docs/hosts.md, "Retrieval tasks").
+  {
+    auto& opt = add("eval", "task", flag_if(eval, "task"), Kind::Choice, std::string("ppl"),
+                    "what to measure: perplexity, or the passkey, needle or copy task");
+    opt.choices = {"ppl", "passkey", "needle", "copy"};
+  }
+  nonneg(add("eval", "task_lengths", flag_if(eval, "task_lengths"), Kind::IntList,
+               std::vector<int64_t>{128, 256, 384, 512},
+               "prompt lengths in tokens of passkey and needle; copy: the gaps"));
+  {
+    auto& opt = add("eval", "task_depths", flag_if(eval, "task_depths"), Kind::IntList,
+                    std::vector<int64_t>{0, 25, 50, 75, 100},
+                    "depths of the key in the prompt, in percent (passkey, needle)");
+    opt.min = 0;
+    opt.max = 100;
+  }
+  positive(add("eval", "task_samples", flag_if(eval, "task_samples"), Kind::Int, int64_t{5},
+               "instances per cell (length x depth)"));
+  nonneg(add("eval", "task_seed", flag_if(eval, "task_seed"), Kind::Int, int64_t{0},
+             "seed of the task instances"));
+  {
+    auto& opt = add("eval", "needle", flag_if(eval, "needle"), Kind::Choice,
+                    std::string("single"), "needle variant (RULER): one key, several keys, or "
+                                           "several values");
+    opt.choices = {"single", "multikey", "multivalue"};
+  }
+  {
+    auto& opt = add("eval", "filler", flag_if(eval, "filler"), Kind::Choice,
+                    std::string("repeat"),
+                    "haystack: the repeated passkey sentences, or the text of --data_dir");
+    opt.choices = {"repeat", "text"};
+  }
+  positive(add("eval", "copy_span", flag_if(eval, "copy_span"), Kind::Int, int64_t{16},
+               "tokens of the span the copy task repeats"));
+
   // Scale-out (docs/scale-out.md): parts of the work, and their merge.
   add("eval", "shard", flag_if(eval, "shard"), Kind::String, std::monostate{},
       "run part I of N (I from 0) of the work items (mode x file), balanced by size, and "

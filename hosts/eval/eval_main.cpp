@@ -26,6 +26,7 @@
 #include "scoring.h"
 #include "shards.h"
 #include "summary.h"
+#include "task_runs.h"
 #include "texts.h"
 
 namespace fs = std::filesystem;
@@ -42,6 +43,7 @@ struct Session {
   LoadedModel model;
   TokenizerPtr own_tokenizer;
   Inputs in;
+  const kvc_tokenizer* tokenizer = nullptr;  // the model's, or --tokenizer
   std::vector<std::vector<int64_t>> counts;  // tokens each run scores of each text
   std::optional<RunSpec> dense;              // --compare_to dense
 };
@@ -70,6 +72,7 @@ void load(Session& s, const Options& options, const PolicyCatalog& catalog,
   if (!tokenizer)
     throw RunError("model '" + s.model.path + "' has no tokenizer.json; give one with "
                    "--tokenizer");
+  s.tokenizer = tokenizer;
   std::vector<std::string> warnings;
   plan_sweep(s.plan, options, catalog, s.model.model.get(), warnings);
   for (const auto& w : warnings) warn(kProgram, w);
@@ -228,6 +231,13 @@ int run_eval(Options& options) {
   if (auto text = options.get_opt_string("eval", "shard"))
     shard = parse_shard(*text, options.origin("eval", "shard"));
 
+  const std::string task = options.get_string("eval", "task");
+  if (task != "ppl")
+    for (const char* key : {"shard", "list_items", "worker"})
+      if (options.is_set("eval", key))
+        throw UsageError(options.origin("eval", key) + " applies to --task ppl; the " + task +
+                         " task runs in one process");
+
   const std::string data_dir = default_data_dir(options);
   list_text_files(data_dir);  // a missing or empty folder is reported before the model loads
   const bool list_items = options.get_bool("eval", "list_items");
@@ -237,6 +247,13 @@ int run_eval(Options& options) {
                    options.origin("eval", "output_dir"));
   load(s, options, catalog, data_dir);
 
+  if (task != "ppl") {
+    if (run_tasks(kProgram, options, s.plan, s.model, s.tokenizer, s.in, output->path())) {
+      warn(kProgram, "interrupted: the results so far are written, marked \"interrupted\"");
+      return interrupted_exit_status();
+    }
+    return 0;
+  }
   std::vector<WorkItem> items = work_items(s.plan, s.counts);
   assign_shards(items, shard ? shard->count : 1);
   if (list_items) {

@@ -39,6 +39,18 @@ void warn_unused_flags(const Options& options, const Plan& plan, const std::stri
        "--trace_cache N"},
       {"compare_to", uses(Protocol::Stream), "policy runs"},
   };
+  const bool task = options.get_string("eval", "task") != "ppl";
+  for (const char* key : {"save_nll", "trace_cache", "compare_to", "budgets", "block_size",
+                          "continuous_cache", "num_eval_tokens", "num_samples"})
+    if (task && given(options, "eval", key))
+      warnings.push_back("--" + options.get(std::string("eval"), key).flag +
+                         " is ignored: it applies to --task ppl");
+  for (const char* key : {"task_lengths", "task_depths", "task_samples", "task_seed", "needle",
+                          "filler", "copy_span"})
+    if (!task && given(options, "eval", key))
+      warnings.push_back("--" + options.get(std::string("eval"), key).flag +
+                         " is ignored: it applies to --task passkey, needle or copy");
+  if (task) return;
   for (const Rule& r : rules)
     if (given(options, "eval", r.key) && !r.applies)
       warnings.push_back("--" + options.get("eval", r.key).flag + " is ignored: it applies to " +
@@ -104,9 +116,12 @@ Plan plan_runs(const Options& options, const PolicyCatalog& catalog,
     run.label = run.display = run.spec.mode;
     return PlannedRun{std::move(run), std::nullopt, -1, {}};
   };
+  // The retrieval tasks compare against the full cache; the chunked and sliding baselines
+  // score text only.
+  const bool task = options.get_string("eval", "task") != "ppl";
   if (mode == "all") {
     plan.all = true;
-    plan.runs.push_back(baseline_run(Protocol::Chunked));
+    if (!task) plan.runs.push_back(baseline_run(Protocol::Chunked));
     plan.runs.push_back(baseline_run(Protocol::Dense));
     for (const auto& name : catalog.all_modes()) {
       if (name == "baseline") continue;
@@ -119,9 +134,9 @@ Plan plan_runs(const Options& options, const PolicyCatalog& catalog,
     if (!plan.budgets.empty())
       throw UsageError("--budgets: --mode baseline keeps the full cache; give a policy mode "
                        "or --mode all");
-    plan.runs.push_back(baseline_run(baseline == "dense"     ? Protocol::Dense
-                                     : baseline == "sliding" ? Protocol::Sliding
-                                                             : Protocol::Chunked));
+    plan.runs.push_back(baseline_run(baseline == "dense" || task ? Protocol::Dense
+                                     : baseline == "sliding"     ? Protocol::Sliding
+                                                                 : Protocol::Chunked));
   } else if (plan.budgets.empty()) {
     plan.runs.push_back(policy_run(mode, true));
   } else {

@@ -460,3 +460,50 @@ TEST_F(Programs, BenchRecordsMemoryVariantAndFigure) {
 }
 
 }  // namespace
+
+// ---- retrieval tasks ----------------------------------------------------------------------
+
+namespace {
+
+TEST_F(Programs, TaskRunsAreRecordedAndRepeatable) {
+  const auto args = concat(text_model_flags(),
+                           {"--mode", "streaming", "--task", "passkey", "--task_lengths", "128",
+                            "--task_depths", "0", "100", "--task_samples", "2", "--figures=false"});
+  auto a = eval(concat(args, {"--output_dir", "a"}));
+  ASSERT_EQ(a.rc, 0) << a.err;
+  auto b = eval(concat(args, {"--output_dir", "b"}));
+  ASSERT_EQ(b.rc, 0) << b.err;
+  const json ja = read_json("a/task_passkey_streaming.json");
+  EXPECT_EQ(ja.at("task"), "passkey");
+  EXPECT_EQ(ja.at("num_instances"), 4);
+  ASSERT_EQ(ja.at("cells").size(), 2u);
+  EXPECT_EQ(ja.at("cells")[0].at("length"), 128);
+  ASSERT_EQ(ja.at("instances").size(), 4u);
+  for (const auto& inst : ja.at("instances")) {
+    EXPECT_TRUE(inst.at("generated").is_string());
+    EXPECT_EQ(inst.at("expected").size(), 1u);
+    const double score = inst.at("score");
+    EXPECT_TRUE(score == 0.0 || score == 1.0);
+  }
+  // The same seed gives the same instances and the same answers.
+  EXPECT_EQ(ja.at("instances"), read_json("b/task_passkey_streaming.json").at("instances"));
+  const std::string table = slurp(dir_ / "a/task_passkey_table.md");
+  EXPECT_NE(table.find("| streaming"), std::string::npos) << table;
+
+  auto copy = eval(concat(text_model_flags(),
+                          {"--mode", "baseline", "--task", "copy", "--task_lengths", "0", "64",
+                           "--task_samples", "1", "--copy_span", "8", "--output_dir", "c",
+                           "--figures=false"}));
+  ASSERT_EQ(copy.rc, 0) << copy.err;
+  const json jc = read_json("c/task_copy_baseline_dense.json");
+  ASSERT_EQ(jc.at("cells").size(), 2u);
+  EXPECT_EQ(jc.at("cells")[1].at("gap"), 64);
+  EXPECT_TRUE(jc.at("instances")[0].at("mean_nll").is_number());
+
+  auto shard = eval(concat(args, {"--shard", "0/2", "--output_dir", "s"}));
+  EXPECT_EQ(shard.rc, 2);
+  EXPECT_NE(shard.err.find("applies to --task ppl"), std::string::npos) << shard.err;
+  EXPECT_EQ(count_files("s"), 0);
+}
+
+}  // namespace
