@@ -337,6 +337,22 @@ kvc_cache_stats cache_stats(const kvc_session* session) {
   return stats;
 }
 
+std::vector<int32_t> tokenize_text(const kvc_tokenizer* tokenizer, const std::string& text,
+                                   const std::string& what) {
+  // Byte-level BPE gives at most one id per byte; the first guess is usually enough.
+  std::vector<int32_t> ids(text.size() / 2 + 16);
+  size_t n = 0;
+  kvc_status status =
+      kvc_tokenize(tokenizer, text.data(), text.size(), ids.data(), ids.size(), &n);
+  if (status == KVC_ERR_BUFFER_TOO_SMALL) {
+    ids.resize(n);
+    status = kvc_tokenize(tokenizer, text.data(), text.size(), ids.data(), ids.size(), &n);
+  }
+  check(status, "tokenizing " + what);
+  ids.resize(n);
+  return ids;
+}
+
 nlohmann::ordered_json policy_report(const kvc_session* session) {
   size_t length = 0;
   kvc_session_policy_report(session, nullptr, 0, &length);  // asks for the length

@@ -116,6 +116,10 @@ SessionPtr make_session(kvc_model* model, const RunSpec& run, int64_t max_entrie
 
 kvc_cache_stats cache_stats(const kvc_session* session);
 
+// `text` as token ids (no special tokens); RunError naming `what` on failure.
+std::vector<int32_t> tokenize_text(const kvc_tokenizer* tokenizer, const std::string& text,
+                                   const std::string& what);
+
 // kvc_session_policy_report as JSON: the policy exactly as the session runs it.
 nlohmann::ordered_json policy_report(const kvc_session* session);
 

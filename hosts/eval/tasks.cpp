@@ -7,6 +7,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "runtime.h"
+
 namespace kvc::hosts::tasks {
 
 namespace {
@@ -161,17 +163,7 @@ uint64_t derive_seed(uint64_t seed, const std::vector<uint64_t>& parts) {
 
 Tokenize tokenizer_function(const kvc_tokenizer* tokenizer) {
   return [tokenizer](const std::string& text) {
-    std::vector<int32_t> ids(text.size() + 16);
-    size_t n = 0;
-    kvc_status st = kvc_tokenize(tokenizer, text.data(), text.size(), ids.data(), ids.size(), &n);
-    if (st == KVC_ERR_BUFFER_TOO_SMALL) {
-      ids.resize(n);
-      st = kvc_tokenize(tokenizer, text.data(), text.size(), ids.data(), ids.size(), &n);
-    }
-    if (st != KVC_OK)
-      throw std::runtime_error(std::string("tokenizing task text: ") + kvc_last_error());
-    ids.resize(n);
-    return ids;
+    return tokenize_text(tokenizer, text, "task text");
   };
 }
 

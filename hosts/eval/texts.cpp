@@ -9,24 +9,6 @@ namespace fs = std::filesystem;
 
 namespace kvc::hosts {
 
-namespace {
-
-std::vector<int32_t> tokenize(const kvc_tokenizer* tokenizer, const std::string& text,
-                              const fs::path& path) {
-  std::vector<int32_t> ids(text.size() / 2 + 16);
-  size_t n = 0;
-  kvc_status status =
-      kvc_tokenize(tokenizer, text.data(), text.size(), ids.data(), ids.size(), &n);
-  if (status == KVC_ERR_BUFFER_TOO_SMALL) {
-    ids.resize(n);
-    status = kvc_tokenize(tokenizer, text.data(), text.size(), ids.data(), ids.size(), &n);
-  }
-  check(status, "tokenizing '" + path.string() + "'");
-  ids.resize(n);
-  return ids;
-}
-
-}  // namespace
 
 Texts load_texts(const std::string& program, const fs::path& data_dir, int64_t max_files,
                  const kvc_tokenizer* tokenizer, int32_t vocab_size) {
@@ -42,7 +24,7 @@ Texts load_texts(const std::string& program, const fs::path& data_dir, int64_t m
     }
     std::vector<int32_t> ids;
     if (reason.empty()) {
-      ids = tokenize(tokenizer, content, path);
+      ids = tokenize_text(tokenizer, content, "'" + path.string() + "'");
       if (ids.size() < 2) reason = "fewer than 2 tokens";
     }
     if (!reason.empty()) {

@@ -153,19 +153,6 @@ Prompt read_prompt(const Options& options) {
   return p;
 }
 
-std::vector<int32_t> tokenize(const kvc_tokenizer* tok, const std::string& text) {
-  std::vector<int32_t> ids(text.size() + 16);
-  size_t n = 0;
-  kvc_status st = kvc_tokenize(tok, text.data(), text.size(), ids.data(), ids.size(), &n);
-  if (st == KVC_ERR_BUFFER_TOO_SMALL) {
-    ids.resize(n);
-    st = kvc_tokenize(tok, text.data(), text.size(), ids.data(), ids.size(), &n);
-  }
-  check(st, "tokenizing the prompt");
-  ids.resize(n);
-  return ids;
-}
-
 const char* reason_name(kvc_stop_reason r) {
   switch (r) {
     case KVC_STOP_MAX_TOKENS: return "max_tokens";
@@ -222,7 +209,7 @@ int run_generate(Options& options) {
   if (tok == nullptr)
     throw RunError("model '" + model.path + "' has no tokenizer.json; kvc-generate needs the "
                    "model's tokenizer to read the prompt and write text");
-  const std::vector<int32_t> prompt_ids = tokenize(tok, prompt.text);
+  const std::vector<int32_t> prompt_ids = tokenize_text(tok, prompt.text, "the prompt");
   if (prompt_ids.empty()) throw UsageError("the prompt encodes to no tokens");
   std::vector<int32_t> stop_tokens;
   const int32_t eos = kvc_tokenizer_token_to_id(tok, "<|endoftext|>");
