@@ -84,6 +84,27 @@ class CudaSession final : public ComputeBackend {
       fetch(dc_.last, [](HeadCache& h) -> std::vector<float>& { return h.last_attention(); });
     if (signals & KVC_SIGNAL_KEY_NORM)
       fetch(dc_.norm, [](HeadCache& h) -> std::vector<float>& { return h.key_norms(); });
+    const uint32_t derived = signals & HeadCache::kDerivedSignals;
+    if (derived == 0) return;
+    // Computed now from the rings and the stored keys, into per-slot scratch, then fetched.
+    // The key-to-mean cosine reads the rank tables: send any plan applied since the last step.
+    if (derived & KVC_SIGNAL_KEY_MEAN_COSINE) upload(cache, nullptr, 0);
+    const size_t bytes = n * sizeof(float);
+    float* window = nullptr;
+    float* pivotal = nullptr;
+    float* cosine = nullptr;
+    if (derived & KVC_SIGNAL_WINDOW_ATTENTION) window = derived_scratch(0, bytes);
+    if (derived & KVC_SIGNAL_PIVOTAL_COUNT) pivotal = derived_scratch(1, bytes);
+    if (derived & KVC_SIGNAL_KEY_MEAN_COSINE) cosine = derived_scratch(2, bytes);
+    derive_signals(dc_, n_heads_total_, m_.bf16(), window, pivotal, cosine, stream_);
+    KVC_CUDA(cudaGetLastError());
+    for (const uint32_t flag : {KVC_SIGNAL_WINDOW_ATTENTION, KVC_SIGNAL_PIVOTAL_COUNT,
+                                KVC_SIGNAL_KEY_MEAN_COSINE})
+      if (derived & flag)
+        fetch(flag == KVC_SIGNAL_WINDOW_ATTENTION ? window
+              : flag == KVC_SIGNAL_PIVOTAL_COUNT  ? pivotal
+                                                  : cosine,
+              [flag](HeadCache& h) -> std::vector<float>& { return h.derived(flag); });
   }
 
   void on_plan_applied(const kvc_plan& plan, const KvCache& cache) override {
@@ -128,12 +149,51 @@ class CudaSession final : public ComputeBackend {
     grow(acc_, s_old, s_new);
     grow(last_, s_old, s_new);
     grow(norm_, s_old, s_new);
+    if (dc_.window_ring) grow(window_ring_, s_old * dc_.window, s_new * dc_.window);
+    if (dc_.pivotal_ring)
+      grow(pivotal_ring_, s_old / sizeof(float) * dc_.window, s_new / sizeof(float) * dc_.window);
+    dc_.window_ring = dc_.window_ring ? window_ring_.get<float>() : nullptr;
+    dc_.pivotal_ring = dc_.pivotal_ring ? pivotal_ring_.get<uint8_t>() : nullptr;
     dc_.keys = keys_.get();
     dc_.values = values_.get();
     dc_.acc = acc_.get<float>();
     dc_.last = last_.get<float>();
     dc_.norm = norm_.get<float>();
     dc_.slot_cap = cap;
+  }
+
+  // The windowed signals' rings, allocated (empty) the first time a request asks for them;
+  // the window is the session's, fixed when its policy was created.
+  void ensure_rings(uint32_t signals, int32_t window) {
+    const bool want_window = window > 0 && (signals & KVC_SIGNAL_WINDOW_ATTENTION) != 0;
+    const bool want_pivotal = window > 0 && (signals & KVC_SIGNAL_PIVOTAL_COUNT) != 0;
+    const int32_t w = want_window || want_pivotal ? window : 0;
+    if (want_window == (dc_.window_ring != nullptr) &&
+        want_pivotal == (dc_.pivotal_ring != nullptr) && w == dc_.window)
+      return;
+    const size_t cells = static_cast<size_t>(n_heads_total_) * dc_.slot_cap * window;
+    KVC_CUDA(cudaStreamSynchronize(stream_));
+    window_ring_.release();
+    pivotal_ring_.release();
+    dc_.window_ring = nullptr;
+    dc_.pivotal_ring = nullptr;
+    dc_.window = w;
+    if (want_window) {
+      window_ring_.resize(std::max<size_t>(cells, 1) * sizeof(float));
+      KVC_CUDA(cudaMemsetAsync(window_ring_.get(), 0, cells * sizeof(float), stream_));
+      dc_.window_ring = window_ring_.get<float>();
+    }
+    if (want_pivotal) {
+      pivotal_ring_.resize(std::max<size_t>(cells, 1));
+      KVC_CUDA(cudaMemsetAsync(pivotal_ring_.get(), 0, cells, stream_));
+      dc_.pivotal_ring = pivotal_ring_.get<uint8_t>();
+    }
+  }
+
+  float* derived_scratch(int which, size_t bytes) {
+    DeviceBuffer& b = derived_[which];
+    if (b.bytes() < bytes) b.resize(bytes);
+    return b.get<float>();
   }
 
   // Tables are only a mirror of the host: grown empty, then re-sent whole.
@@ -201,7 +261,7 @@ class CudaSession final : public ComputeBackend {
       std::memcpy(p, v.data(), v.size() * sizeof(int32_t));
       p += v.size();
     };
-    std::memcpy(p, tokens, static_cast<size_t>(n) * sizeof(int32_t));
+    if (n > 0) std::memcpy(p, tokens, static_cast<size_t>(n) * sizeof(int32_t));
     p += n;
     put(upload_.sizes);
     put(upload_.first);
@@ -253,6 +313,7 @@ class CudaSession final : public ComputeBackend {
         max_slots = std::max<int64_t>(max_slots, hc.n_slots());
         max_size = std::max(max_size, hc.size());
       }
+    ensure_rings(req.signals, cache.signal_window());
     ensure_slots(max_slots);
     ensure_tables(max_size);
     ensure_rotary(std::max(max_size, first_position + n) + 1);
@@ -276,8 +337,8 @@ class CudaSession final : public ComputeBackend {
                 cos_.get<float>(), sin_.get<float>(), cfg_.rotary_ndims, bf16, q_.get<float>(),
                 stream_);
       attention(dc_, l, q_.get<float>(), N, max_size, shift, cos_.get<float>(),
-                sin_.get<float>(), cfg_.rotary_ndims, scale, want_acc, want_last, bf16,
-                scores_.get<float>(), ctx_.get(), stream_);
+                sin_.get<float>(), cfg_.rotary_ndims, scale, want_acc, want_last, queries_,
+                bf16, scores_.get<float>(), ctx_.get(), stream_);
       gemm(w.attn_out, hidden, hidden, ctx_.get(), N, attn_.get<float>());
       if (!cfg_.use_parallel_residual)
         residual(x, attn_.get<float>(), w.attn_out_b, nullptr, nullptr, N, hidden, stream_);
@@ -292,6 +353,7 @@ class CudaSession final : public ComputeBackend {
         residual(x, nullptr, nullptr, mlp2_.get<float>(), w.fc_out_b, N, hidden, stream_);
     }
     KVC_CUDA(cudaGetLastError());
+    queries_ += n;  // ring rows only need consecutive numbers, so this never resets
 
     if (req.which == KVC_LOGITS_NONE || req.logits == nullptr) return;
     if (req.which == KVC_LOGITS_LAST && !is_last_block) return;
@@ -320,6 +382,8 @@ class CudaSession final : public ComputeBackend {
   DeviceCache dc_;
   DeviceBuffer keys_, values_, acc_, last_, norm_, slot_table_, pos_table_, sizes_,
       gather_scratch_;
+  DeviceBuffer window_ring_, pivotal_ring_, derived_[3];
+  int64_t queries_ = 0;
   DeviceBuffer cos_, sin_;
   int64_t rotary_n_ = 0;
   DeviceBuffer x_, h_, qkv_, q_, ctx_, attn_, mlp_, mlp16_, mlp2_, scores_, logits_;

@@ -165,6 +165,12 @@ __global__ void append_kv_kernel(DeviceCache c, int layer, const float* qkv, con
     c.acc[s] = 0.0f;
     c.last[s] = 0.0f;
   }
+  // The slot's rings start empty: no earlier query attended this entry.
+  const size_t ring = (static_cast<size_t>(head) * c.slot_cap + slot) * c.window;
+  for (int j = threadIdx.x; j < c.window; j += blockDim.x) {
+    if (c.window_ring) c.window_ring[ring + j] = 0.0f;
+    if (c.pivotal_ring) c.pivotal_ring[ring + j] = 0;
+  }
 }
 
 // grid (n_heads, n): one block per (head, query). Scores go through a float32 scratch row.
@@ -172,7 +178,7 @@ template <typename T>
 __global__ void attention_kernel(DeviceCache c, int layer, const float* q, int n,
                                  int64_t max_visible, bool shift, const float* cos,
                                  const float* sin, int rot, float scale, bool want_acc,
-                                 bool want_last, float* scores, T* ctx) {
+                                 bool want_last, int64_t first_query, float* scores, T* ctx) {
   __shared__ float red[kWarps];
   __shared__ float qs[kMaxHeadDim];
   __shared__ float part[kWarps][kMaxHeadDim];
@@ -222,6 +228,8 @@ __global__ void attention_kernel(DeviceCache c, int layer, const float* q, int n
 #pragma unroll
   for (int j = 0; j < kMaxHeadDim / 32; ++j) out[j] = 0.0f;
   const bool last_query = want_last && t == n - 1;
+  const bool in_window = c.window > 0 && t >= n - c.window;
+  const size_t row = in_window ? static_cast<size_t>((first_query + t) % c.window) : 0;
   for (int r = warp; r < visible; r += kWarps) {
     const float p = sc[r] * inv;
     const int slot = st[r];
@@ -229,6 +237,13 @@ __global__ void attention_kernel(DeviceCache c, int layer, const float* q, int n
       const size_t s = static_cast<size_t>(head) * c.slot_cap + slot;
       if (want_acc) atomicAdd(&c.acc[s], p);
       if (last_query) c.last[s] = p;
+      if (in_window) {
+        const size_t at = s * c.window + row;
+        if (c.window_ring) c.window_ring[at] = p;
+        // As the CPU: at least uniform, compared in double.
+        if (c.pivotal_ring)
+          c.pivotal_ring[at] = static_cast<double>(p) * static_cast<double>(visible) >= 1.0;
+      }
     }
     const T* v = values + static_cast<size_t>(slot) * hd;
 #pragma unroll
@@ -248,6 +263,65 @@ __global__ void attention_kernel(DeviceCache c, int layer, const float* q, int n
     float s = 0.0f;
     for (int w = 0; w < kWarps; ++w) s += part[w][d];
     o[d] = from_f<T>(s);
+  }
+}
+
+// grid (n_heads_total): one block per (layer, head) over its ranks.
+template <typename T>
+__global__ void derive_signals_kernel(DeviceCache c, float* window, float* pivotal,
+                                      float* cosine) {
+  __shared__ double mean[kMaxHeadDim];
+  __shared__ double mean_norm;
+  const int head = blockIdx.x, hd = c.head_dim, size = c.sizes[head];
+  const int32_t* st = c.slot_table + static_cast<size_t>(head) * c.table_cap;
+  const size_t base = static_cast<size_t>(head) * c.slot_cap;
+  for (int r = threadIdx.x; r < size; r += blockDim.x) {
+    const size_t s = base + st[r];
+    const size_t ring = s * c.window;
+    if (window && c.window_ring) {
+      double sum = 0.0;
+      for (int j = 0; j < c.window; ++j) sum += c.window_ring[ring + j];
+      window[s] = static_cast<float>(sum / c.window);
+    }
+    if (pivotal && c.pivotal_ring) {
+      int count = 0;
+      for (int j = 0; j < c.window; ++j) count += c.pivotal_ring[ring + j];
+      pivotal[s] = static_cast<float>(count);
+    }
+  }
+  if (cosine == nullptr || size == 0) return;
+  const T* keys = static_cast<const T*>(c.keys) + base * hd;
+  // Pass 1: each key's norm (kept in `cosine` until pass 3 overwrites it).
+  for (int r = threadIdx.x; r < size; r += blockDim.x) {
+    const T* k = keys + static_cast<size_t>(st[r]) * hd;
+    double n2 = 0.0;
+    for (int d = 0; d < hd; ++d) n2 += static_cast<double>(to_f(k[d])) * to_f(k[d]);
+    cosine[base + st[r]] = static_cast<float>(sqrt(n2));
+  }
+  __syncthreads();
+  // Pass 2: the mean of the unit keys, one channel per thread.
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    double m = 0.0;
+    for (int r = 0; r < size; ++r) {
+      const float norm = cosine[base + st[r]];
+      if (norm > 0.0f) m += static_cast<double>(to_f(keys[static_cast<size_t>(st[r]) * hd + d])) / norm;
+    }
+    mean[d] = m / size;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double n2 = 0.0;
+    for (int d = 0; d < hd; ++d) n2 += mean[d] * mean[d];
+    mean_norm = sqrt(n2);
+  }
+  __syncthreads();
+  // Pass 3: the cosines.
+  for (int r = threadIdx.x; r < size; r += blockDim.x) {
+    const T* k = keys + static_cast<size_t>(st[r]) * hd;
+    double dot = 0.0;
+    for (int d = 0; d < hd; ++d) dot += to_f(k[d]) * mean[d];
+    const double denominator = static_cast<double>(cosine[base + st[r]]) * mean_norm;
+    cosine[base + st[r]] = denominator > 0.0 ? static_cast<float>(dot / denominator) : 0.0f;
   }
 }
 
@@ -324,17 +398,29 @@ void append_kv(const DeviceCache& c, int layer, const float* qkv, const float* q
 
 void attention(const DeviceCache& c, int layer, const float* q, int n, int64_t max_visible,
                bool shift, const float* cos, const float* sin, int rotary_ndims, float scale,
-               bool want_acc, bool want_last, bool bf16, float* scores, void* ctx,
-               cudaStream_t stream) {
+               bool want_acc, bool want_last, int64_t first_query, bool bf16, float* scores,
+               void* ctx, cudaStream_t stream) {
   const dim3 grid(c.n_heads, n);
   if (bf16)
     attention_kernel<<<grid, kThreads, 0, stream>>>(c, layer, q, n, max_visible, shift, cos, sin,
                                                     rotary_ndims, scale, want_acc, want_last,
-                                                    scores, static_cast<__nv_bfloat16*>(ctx));
+                                                    first_query, scores,
+                                                    static_cast<__nv_bfloat16*>(ctx));
   else
     attention_kernel<<<grid, kThreads, 0, stream>>>(c, layer, q, n, max_visible, shift, cos, sin,
                                                     rotary_ndims, scale, want_acc, want_last,
-                                                    scores, static_cast<__half*>(ctx));
+                                                    first_query, scores,
+                                                    static_cast<__half*>(ctx));
+}
+
+void derive_signals(const DeviceCache& c, int n_heads_total, bool bf16, float* window,
+                    float* pivotal, float* cosine, cudaStream_t stream) {
+  if (bf16)
+    derive_signals_kernel<__nv_bfloat16><<<n_heads_total, kThreads, 0, stream>>>(c, window,
+                                                                                pivotal, cosine);
+  else
+    derive_signals_kernel<__half><<<n_heads_total, kThreads, 0, stream>>>(c, window, pivotal,
+                                                                         cosine);
 }
 
 void bias_gelu(const float* in, const float* bias, int n, int width, void* out, bool bf16,

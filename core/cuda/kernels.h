@@ -16,6 +16,12 @@ struct DeviceCache {
   float* acc = nullptr;    // [n_heads_total][slot_cap] accumulated attention (by slot)
   float* last = nullptr;   // [n_heads_total][slot_cap] last-step attention (by slot)
   float* norm = nullptr;   // [n_heads_total][slot_cap] key L2 norm (by slot)
+  // The windowed signals' rings, [n_heads_total][slot_cap][window], entry query % window: the
+  // probability each of the last `window` queries gave the slot, and whether it was at least
+  // uniform (1 / keys attended). NULL when not requested.
+  float* window_ring = nullptr;
+  uint8_t* pivotal_ring = nullptr;
+  int window = 0;
   int32_t* slot_table = nullptr;  // [n_heads_total][table_cap] rank -> slot
   int32_t* pos_table = nullptr;   // [n_heads_total][table_cap] rank -> original position
   int32_t* sizes = nullptr;       // [n_heads_total] entries per head
@@ -54,11 +60,18 @@ void append_kv(const DeviceCache& c, int layer, const float* qkv, const float* q
 // Causal attention of the n new queries of `layer` over each head's table (rank r rotated
 // with r under shift, pos_table[r] otherwise). ctx [n][hidden] (16-bit). `scores` holds
 // n_heads * n * max_visible floats. Signals: acc += p (want_acc); last = p of the final query
-// (want_last).
+// (want_last); with the rings, query t (number first_query + t) writes its ring entries (only
+// the last `window` queries of the block do, so no two of them share an entry).
 void attention(const DeviceCache& c, int layer, const float* q, int n, int64_t max_visible,
                bool shift, const float* cos, const float* sin, int rotary_ndims, float scale,
-               bool want_acc, bool want_last, bool bf16, float* scores, void* ctx,
-               cudaStream_t stream);
+               bool want_acc, bool want_last, int64_t first_query, bool bf16, float* scores,
+               void* ctx, cudaStream_t stream);
+
+// The signals computed when a policy decides, by slot ([n_heads_total][slot_cap], NULL: not
+// wanted): window = the ring's mean, pivotal = the ring's count, cosine = the cosine of each
+// stored (16-bit, pre-rotary) key to the mean of the head's unit keys (0 for a zero key).
+void derive_signals(const DeviceCache& c, int n_heads_total, bool bf16, float* window,
+                    float* pivotal, float* cosine, cudaStream_t stream);
 
 // out = gelu(in + bias) (exact erf GELU), rounded to 16 bits; [n][width].
 void bias_gelu(const float* in, const float* bias, int n, int width, void* out, bool bf16,

@@ -18,6 +18,13 @@ const std::vector<Mode>& known_modes() {
                             "update_interval=N)"}}},
       {"lazy_unified", "unified", {{"update_interval", "10"}},
        "The seed's lazy_unified: unified with the lazy refresh (update_interval 10)", {}},
+      // The methods beyond the seed (docs/policies.md), after the seed's.
+      {"tova", "tova", {}, "", {}},
+      {"snapkv", "snapkv", {}, "", {}},
+      {"pyramidkv", "pyramidkv", {}, "", {}},
+      {"knorm", "knorm", {}, "", {}},
+      {"keydiff", "keydiff", {}, "", {}},
+      {"scissorhands", "scissorhands", {}, "", {}},
   };
   return modes;
 }

@@ -43,6 +43,25 @@ inline constexpr kvc_param_info kSeparatorStrings = sdk::string_list_param(
     "Separators as text, each mapped through the model's tokenizer alone and with a leading "
     "space (the variants that are one token count)");
 
+// Ada-KV's allocation, an option of the rules that rank a per-head signal.
+inline constexpr kvc_param_info kAllocation = sdk::choice_param(
+    "allocation", "uniform", "uniform|adaptive",
+    "uniform: every head keeps its own heavy budget; adaptive (Ada-KV): the heads of a layer "
+    "share their heavy budgets by score, each keeping at least floor of its own");
+inline constexpr kvc_param_info kFloor = sdk::float_param(
+    "floor", "0.2", 0, 1,
+    "allocation = adaptive: the share of its heavy budget each head keeps for itself");
+
+// Applies `allocation` and `floor` to `rule`. Ada-KV splits a layer's budget between its heads,
+// so it needs a per-head scope: `other_scope` names the parameter setting that chose another
+// one ("scope = shared"), or is empty.
+inline void allocation(sdk::Rule& rule, const sdk::Params& p, std::string_view other_scope) {
+  if (p.get_choice("allocation") != "adaptive") return;
+  sdk::require(other_scope.empty(), "allocation = adaptive needs per-head scores, but ",
+               other_scope, " keeps one set per group of heads (use allocation = uniform)");
+  rule.adaptive(p.get_float("floor"));
+}
+
 // SepLLM's streaming separators as strings: ". , ? ! ; :" alone and with a leading space,
 // space, tab, newline, " \n", "\n ", " \n ", two and three spaces. Each is encoded alone
 // (no leading-space variant): for the GPT-NeoX-20B tokenizer exactly the 20 ids of SepLLM.

@@ -18,12 +18,14 @@ class LazyH2O {
       kStartSize, kRecentSize, kHeavySize, kScope, kScoreLayers,
       size_param("update_interval", "10", 1,
                  "Heavy hitters are re-selected on steps where step_counter % update_interval == 0"),
+      kAllocation, kFloor,
   };
 
   LazyH2O(const kvc::sdk::Host& host, const kvc::sdk::Params& p, kvc_policy_setup& setup) {
     rule_.sinks(p.get_int("start_size")).recent(p.get_int("recent_size"));
     rule_.heavy(p.get_int("heavy_size"), KVC_SIGNAL_ACC_ATTENTION);
     rule_.scope(scope(p), score_layers(host, p)).lazy(p.get_int("update_interval"));
+    allocation(rule_, p, scope(p) == KVC_SCOPE_SHARED ? "scope = shared" : "");
     rule_.finish(setup);
   }
 

@@ -180,6 +180,26 @@ std::vector<PolicyCase> policy_cases() {
        {{"start_size", "2"}, {"separator_size", "4"}, {"heavy_size", "4"},
         {"local_size", "8"}},
        true},
+      // The methods beyond the seed, and Ada-KV's adaptive allocation (device rings and
+      // derived signals; see docs/cuda.md).
+      {"tova", "tova", {{"budget", "12"}, {"start_size", "2"}}, true},
+      {"snapkv", "snapkv",
+       {{"window", "4"}, {"kernel_size", "3"}, {"start_size", "2"}, {"heavy_size", "4"}},
+       true},
+      {"pyramidkv_adaptive", "pyramidkv",
+       {{"window", "4"}, {"start_size", "2"}, {"heavy_size", "4"}, {"beta", "2"},
+        {"allocation", "adaptive"}},
+       true},
+      {"knorm", "knorm", {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}}, true},
+      {"keydiff", "keydiff", {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}},
+       true},
+      {"scissorhands", "scissorhands",
+       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}, {"history", "5"}},
+       true},
+      {"h2o_adaptive", "h2o",
+       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"},
+        {"allocation", "adaptive"}},
+       true},
   };
 }
 
@@ -232,6 +252,74 @@ TEST_P(GpuPolicyParity, PerTokenNllAndKeepSetsOfEveryPolicy) {
         EXPECT_LE(static_cast<double>(differing), kScoreKeepMismatch * static_cast<double>(total));
       else
         EXPECT_EQ(differing, 0);
+    }
+  }
+}
+
+// The signals computed when a policy decides, CPU vs GPU, read through
+// kvc_session_cache_scores after a prefill, decode steps and a manual eviction (policies set
+// never to evict). Tolerances are estimates like the others: probabilities and cosines move by
+// the 16-bit rounding of keys and activations; a pivotal count may flip where a probability
+// sits at the uniform threshold.
+constexpr float kSignalTolerance = 2e-2f;
+constexpr double kPivotalMismatch = 0.05;
+
+TEST_P(GpuPolicyParity, DerivedSignals) {
+  REQUIRE_GPU();
+  const auto [name, dtype] = GetParam();
+  Pair p = load_pair(name, dtype);
+  ASSERT_TRUE(p.cpu && p.gpu);
+  kvc_model_info info;
+  kvc_model_info_init(&info);
+  kvc_model_get_info(p.cpu.get(), &info);
+  const auto t = tokens(p.vocab, 40, 5);
+  struct Case {
+    const char* policy;
+    std::vector<kvc_param> params;
+    bool count;
+  };
+  const std::vector<Case> cases = {
+      {"snapkv", {{"window", "6"}, {"heavy_size", "1000"}, {"kernel_size", "1"}}, false},
+      {"scissorhands", {{"history", "6"}, {"heavy_size", "1000"}}, true},
+      {"keydiff", {{"heavy_size", "1000"}}, false},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.policy);
+    auto sc = session(p.cpu.get(), KVC_POSITIONS_SHIFT, c.policy, c.params);
+    auto sg = session(p.gpu.get(), KVC_POSITIONS_SHIFT, c.policy, c.params);
+    ASSERT_TRUE(sc && sg);
+    for (auto* s : {sc.get(), sg.get()}) {
+      ASSERT_EQ(kvc_session_step(s, t.data(), 12, KVC_LOGITS_NONE, nullptr, 0), KVC_OK);
+      for (size_t i = 12; i < t.size(); ++i) {
+        if (i == 25) {
+          const int32_t keep[] = {0, 2, 3, 7, 11, 12, 13, 20};
+          ASSERT_EQ(kvc_session_keep(s, -1, -1, keep, 8), KVC_OK) << kvc_last_error();
+        }
+        ASSERT_EQ(kvc_session_step(s, &t[i], 1, KVC_LOGITS_NONE, nullptr, 0), KVC_OK)
+            << kvc_last_error();
+      }
+    }
+    int64_t total = 0, differing = 0;
+    for (int l = 0; l < info.n_layers; ++l)
+      for (int h = 0; h < info.n_heads; ++h) {
+        std::vector<float> vc(t.size()), vg(t.size());
+        size_t nc = 0, ng = 0;
+        ASSERT_EQ(kvc_session_cache_scores(sc.get(), l, h, vc.data(), vc.size(), &nc), KVC_OK)
+            << kvc_last_error();
+        ASSERT_EQ(kvc_session_cache_scores(sg.get(), l, h, vg.data(), vg.size(), &ng), KVC_OK)
+            << kvc_last_error();
+        ASSERT_EQ(nc, ng);
+        vc.resize(nc);
+        vg.resize(ng);
+        total += static_cast<int64_t>(nc);
+        if (c.count) {
+          for (size_t r = 0; r < nc; ++r) differing += vc[r] != vg[r];
+        } else {
+          EXPECT_LE(max_abs_diff(vc, vg), kSignalTolerance) << "layer " << l << " head " << h;
+        }
+      }
+    if (c.count) {
+      EXPECT_LE(static_cast<double>(differing), kPivotalMismatch * static_cast<double>(total));
     }
   }
 }

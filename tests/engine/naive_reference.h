@@ -22,7 +22,17 @@ class NaiveNeox {
   };
 
   explicit NaiveNeox(const ModelWeights& w)
-      : w_(w), c_(w.config), cache_(static_cast<size_t>(c_.n_layers) * c_.n_heads) {}
+      : w_(w), c_(w.config), cache_(static_cast<size_t>(c_.n_layers) * c_.n_heads),
+        probs_(cache_.size()) {}
+
+  // The entries of one (layer, head), oldest first, and the probabilities (by rank) the last
+  // fed token's query gave them.
+  const std::vector<Entry>& entries(int layer, int head) const {
+    return cache_[static_cast<size_t>(layer) * c_.n_heads + head];
+  }
+  const std::vector<double>& last_probs(int layer, int head) const {
+    return probs_[static_cast<size_t>(layer) * c_.n_heads + head];
+  }
 
   // Feeds one token; returns the logits. `shift`: keys rotated by rank, query by entry count.
   std::vector<double> feed(int32_t token, bool shift) {
@@ -54,6 +64,9 @@ class NaiveNeox {
         for (double& s : scores) sum += (s = std::exp(s - mx));
         for (size_t r = 0; r < entries.size(); ++r)
           for (int i = 0; i < hd; ++i) ctx[h * hd + i] += scores[r] / sum * entries[r].value[i];
+        std::vector<double>& probs = probs_[static_cast<size_t>(l) * H + h];
+        probs.resize(entries.size());
+        for (size_t r = 0; r < entries.size(); ++r) probs[r] = scores[r] / sum;
       }
       std::vector<double> attn = linear(lw.attn_out, lw.attn_out_b, ctx);
       std::vector<double> mlp_in;
@@ -131,6 +144,7 @@ class NaiveNeox {
   const ModelWeights& w_;
   const ModelConfig& c_;
   std::vector<std::vector<Entry>> cache_;
+  std::vector<std::vector<double>> probs_;
   int64_t seen_ = 0;
 };
 

@@ -29,7 +29,7 @@ TEST(PolicyLoader, ByPathAndCachedOnce) {
   auto a = load_policy(plugin_path("h2o"), "");
   auto b = load_policy("h2o", std::string("/nonexistent:") + KVC_BUILD_POLICY_DIR);
   EXPECT_EQ(a.get(), b.get());  // one validated instance per .so
-  ASSERT_EQ(a->params.size(), 5u);
+  ASSERT_EQ(a->params.size(), 7u);
   EXPECT_STREQ(a->params[0].name, "start_size");
   EXPECT_STREQ(a->params[3].choices, "per_head|shared");
 }
@@ -57,7 +57,8 @@ TEST(PolicyLoader, EnvironmentPathIsSearched) {
 TEST(PolicyLoader, UnknownNameListsAvailablePolicies) {
   expect_error([] { load_policy("h20", KVC_BUILD_POLICY_DIR); }, KVC_ERR_NOT_FOUND,
                {"unknown policy 'h20'", "libkvc_policy_h20.so",
-                "baseline, h2o, lazy_h2o, sepllm, streaming, unified", KVC_BUILD_POLICY_DIR});
+                "baseline, h2o, keydiff, knorm, lazy_h2o, pyramidkv, scissorhands, sepllm, snapkv, "
+                "streaming, tova, unified", KVC_BUILD_POLICY_DIR});
 }
 
 TEST(PolicyLoader, MalformedNameAndMissingFile) {

@@ -20,6 +20,8 @@ struct HeadData {
   std::vector<float> acc;   // accumulated attention
   std::vector<float> last;  // last-step attention
   std::vector<float> norms; // key norms
+  // ABI minor 1 signals (kvc_cache_view's arrays)
+  std::vector<float> window, pivotal, cosine;
   int64_t size() const { return static_cast<int64_t>(positions.size()); }
   // Keeps the listed ranks (as an engine applying a KEEP list).
   void keep(const std::vector<int32_t>& ranks) {
@@ -30,6 +32,9 @@ struct HeadData {
       if (!acc.empty()) out.acc.push_back(acc[r]);
       if (!last.empty()) out.last.push_back(last[r]);
       if (!norms.empty()) out.norms.push_back(norms[r]);
+      if (!window.empty()) out.window.push_back(window[r]);
+      if (!pivotal.empty()) out.pivotal.push_back(pivotal[r]);
+      if (!cosine.empty()) out.cosine.push_back(cosine[r]);
     }
     *this = std::move(out);
   }
@@ -41,6 +46,7 @@ struct Cache {
   int64_t seen = 0;
   std::vector<HeadData> heads;
   std::vector<kvc_head_view> views;
+  std::vector<const float*> window_ptrs, pivotal_ptrs, cosine_ptrs;
   kvc_cache_view view{};
 
   Cache(int32_t layers, int32_t heads_per_layer) : n_layers(layers), n_heads(heads_per_layer) {
@@ -65,7 +71,17 @@ struct Cache {
 
   const kvc_cache_view& make_view(int64_t n_new = 1) {
     views.clear();
+    window_ptrs.clear();
+    pivotal_ptrs.clear();
+    cosine_ptrs.clear();
+    bool any_window = false, any_pivotal = false, any_cosine = false;
     for (auto& h : heads) {
+      window_ptrs.push_back(h.window.empty() ? nullptr : h.window.data());
+      pivotal_ptrs.push_back(h.pivotal.empty() ? nullptr : h.pivotal.data());
+      cosine_ptrs.push_back(h.cosine.empty() ? nullptr : h.cosine.data());
+      any_window |= !h.window.empty();
+      any_pivotal |= !h.pivotal.empty();
+      any_cosine |= !h.cosine.empty();
       kvc_head_view v{};
       v.n_entries = h.size();
       v.positions = h.positions.data();
@@ -82,6 +98,9 @@ struct Cache {
     view.n_tokens_seen = seen;
     view.n_new = n_new;
     view.heads = views.data();
+    view.window_attention = any_window ? window_ptrs.data() : nullptr;
+    view.pivotal_count = any_pivotal ? pivotal_ptrs.data() : nullptr;
+    view.key_mean_cosine = any_cosine ? cosine_ptrs.data() : nullptr;
     return view;
   }
 

@@ -326,7 +326,7 @@ TEST(PolicyRule, ValidateNamesTheDefect) {
   check(r, KVC_SIGNAL_ACC_ATTENTION, "the model has 2 layers");
   r = make_rule(1, 1, 1);
   r.heavy_signal = KVC_SIGNAL_WINDOW_ATTENTION;
-  check(r, KVC_SIGNAL_WINDOW_ATTENTION, "a window >= 1");
+  check(r, KVC_SIGNAL_WINDOW_ATTENTION, "a window in [1, 65536]");
 }
 
 // ---- validate_plan --------------------------------------------------------------------------

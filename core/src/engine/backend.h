@@ -99,7 +99,8 @@ class DeviceProvider {
 };
 
 // Bumped whenever anything in this header (or a struct it names) changes layout.
-constexpr uint32_t kCudaInterfaceVersion = 1;
+// 2: KvCache's per-head caches carry the windowed and derived signals.
+constexpr uint32_t kCudaInterfaceVersion = 2;
 
 // Exported (extern "C") by libkvc_cuda.so:
 //   uint32_t kvc_cuda_backend_interface_version(void);

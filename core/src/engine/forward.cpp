@@ -198,6 +198,8 @@ void CpuForward::add_signals(HeadCache& hc, const float* probs, int64_t visible,
   }
   if (signals & KVC_SIGNAL_LAST_ATTENTION)
     std::copy(probs, probs + visible, hc.last_attention().begin());
+  if (signals & (KVC_SIGNAL_WINDOW_ATTENTION | KVC_SIGNAL_PIVOTAL_COUNT))
+    hc.record_query(probs, visible);
 }
 
 // From the raw scores of one query over the first `visible` entries: softmax, the context

@@ -54,6 +54,25 @@ class HeadCache {
   const std::vector<float>& key_norms() const { return norm_; }
   std::vector<float>& key_norms() { return norm_; }
 
+  // The windowed signals (KVC_SIGNAL_WINDOW_ATTENTION, KVC_SIGNAL_PIVOTAL_COUNT): each slot
+  // remembers what the last `window` queries gave it, in a ring indexed by query number, so
+  // an entry's value depends only on the queries that attended it. Kept on the host only
+  // when this cache stores the keys (a device backend keeps its own rings). 0: none. Also
+  // notes whether KVC_SIGNAL_KEY_MEAN_COSINE is wanted (its per-slot key norms).
+  void set_signal_window(int32_t window, uint32_t signals);
+  int32_t signal_window() const { return window_; }
+  // Records one query's probabilities over the first `visible` entries (by rank).
+  void record_query(const float* probs, int64_t visible);
+  // The signals computed when a decision is made, by rank (KVC_SIGNAL_WINDOW_ATTENTION,
+  // KVC_SIGNAL_PIVOTAL_COUNT, KVC_SIGNAL_KEY_MEAN_COSINE): derive() computes the requested
+  // ones from the rings and keys held here; a device backend writes them through derived().
+  static constexpr uint32_t kDerivedSignals = KVC_SIGNAL_WINDOW_ATTENTION |
+                                              KVC_SIGNAL_PIVOTAL_COUNT |
+                                              KVC_SIGNAL_KEY_MEAN_COSINE;
+  void derive(uint32_t signals);
+  // The array of one derived signal, sized to the entries.
+  std::vector<float>& derived(uint32_t signal);
+
   // Keeps only the entries at `ranks` (strictly increasing, validated by the caller).
   void keep(const int32_t* ranks, int64_t n);
   // Removes the entries at `ranks` (strictly increasing, validated by the caller).
@@ -77,6 +96,18 @@ class HeadCache {
   std::vector<float> acc_;
   std::vector<float> last_;
   std::vector<float> norm_;
+  // Windowed signals, per slot: ring entry [slot * window_ + query % window_].
+  int32_t window_ = 0;
+  bool ring_window_ = false, ring_pivotal_ = false;
+  int64_t queries_ = 0;
+  std::vector<float> window_ring_;     // probabilities
+  std::vector<uint8_t> pivotal_ring_;  // 1: at least uniform
+  std::vector<int32_t> pivotal_count_; // per slot, the ring's sum
+  // Derived signals by rank, valid after derive() (or a device backend's fetch).
+  std::vector<float> window_attention_, pivotal_, key_cosine_;
+  bool cosine_ = false;              // KEY_MEAN_COSINE: inverse key norms kept per slot
+  std::vector<double> inv_norm_;     // per slot: 1 / |key| (0 for a zero key)
+  std::vector<double> mean_;         // scratch of derive()
 };
 
 class KvCache {
@@ -102,6 +133,11 @@ class KvCache {
   void set_store_kv(bool store) {
     for (auto& h : heads_) h.set_store_kv(store);
   }
+  // The window of the windowed signals among `signals` (HeadCache::set_signal_window).
+  void set_signal_window(int32_t window, uint32_t signals) {
+    for (auto& h : heads_) h.set_signal_window(window, signals);
+  }
+  int32_t signal_window() const { return heads_.empty() ? 0 : heads_[0].signal_window(); }
 
   // A read-only view for a policy (pointers into the cache; valid until the cache changes).
   // Signal arrays are exposed only when `signals` (KVC_SIGNAL_* bits) asks for them.
@@ -121,9 +157,11 @@ class KvCache {
   int n_layers_, n_heads_;
   std::vector<HeadCache> heads_;
   void fill_head_view(size_t i, uint32_t signals);
-  void fill_view(int64_t n_tokens_seen, int64_t n_new);
+  void fill_view(int64_t n_tokens_seen, int64_t n_new, uint32_t signals);
 
   std::vector<kvc_head_view> view_heads_;
+  // The views' arrays of the newer signals, one pointer per (layer, head).
+  std::vector<const float*> view_window_, view_pivotal_, view_cosine_;
   kvc_cache_view view_{};
 };
 

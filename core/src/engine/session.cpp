@@ -70,6 +70,8 @@ Session::Session(const Model& m, const SessionConfig& config)
   host.tokenize = host_tokenize;
   policy_ = std::make_unique<PolicyInstance>(config.policy, host, *config.params);
   signals_ = policy_->setup().signals;
+  // The windowed signals cover the last rule.signal_window queries (validated >= 1 when asked).
+  cache_.set_signal_window(static_cast<int32_t>(policy_->setup().rule.signal_window), signals_);
   policy_report_ = policy_->report(*config.params, model_.tokenizer.get());
 }
 
@@ -91,6 +93,11 @@ const std::vector<float>& Session::cache_scores(int32_t layer, int32_t head) {
     case KVC_SIGNAL_ACC_ATTENTION: return h.acc_attention();
     case KVC_SIGNAL_LAST_ATTENTION: return h.last_attention();
     case KVC_SIGNAL_KEY_NORM: return h.key_norms();
+    case KVC_SIGNAL_WINDOW_ATTENTION:
+    case KVC_SIGNAL_PIVOTAL_COUNT:
+    case KVC_SIGNAL_KEY_MEAN_COSINE:
+      if (h.stores_kv()) h.derive(signal);  // else fetch_signals wrote them
+      return h.derived(signal);
   }
   fail(KVC_ERR_UNSUPPORTED, std::string("kvc_session_cache_scores: the signal ") +
                                 signal_name(signal) + " is not kept per entry");

@@ -125,6 +125,12 @@ void PolicyInstance::create(const PolicyParams& params) {
     if (!s.use_rule) {
       need(s.trigger == KVC_TRIGGER_NEVER || d.decide != nullptr,
            "no rule and no decide callback, but the trigger is not NEVER");
+      // A callback's windowed signals take their window from rule.signal_window too.
+      if (s.signals & (KVC_SIGNAL_WINDOW_ATTENTION | KVC_SIGNAL_PIVOTAL_COUNT))
+        need(s.rule.signal_window >= 1 && s.rule.signal_window <= kMaxSignalWindow,
+             "rule.signal_window " + std::to_string(s.rule.signal_window) +
+                 " (the requested WINDOW_ATTENTION / PIVOTAL_COUNT need a window in [1, " +
+                 std::to_string(kMaxSignalWindow) + "])");
       if (d.get_extension != nullptr)
         call("get_extension", KVC_ERR_POLICY, [&] {
           layer_local_callback_ = d.get_extension(instance_, KVC_EXTENSION_LAYER_LOCAL) != nullptr;

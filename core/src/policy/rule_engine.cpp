@@ -91,8 +91,10 @@ void RuleEngine::validate(uint32_t signals, const std::string& bad) const {
   if (r.tie_signal != 0) check_signal(r.tie_signal, "tie_signal");
   const uint32_t windowed = KVC_SIGNAL_WINDOW_ATTENTION | KVC_SIGNAL_PIVOTAL_COUNT;
   if (((r.heavy_signal | r.tie_signal) & windowed) != 0 || (signals & windowed) != 0)
-    need(r.signal_window >= 1, "signal_window " + std::to_string(r.signal_window) +
-                                   " (WINDOW_ATTENTION and PIVOTAL_COUNT need a window >= 1)");
+    need(r.signal_window >= 1 && r.signal_window <= kMaxSignalWindow,
+         "signal_window " + std::to_string(r.signal_window) +
+             " (WINDOW_ATTENTION and PIVOTAL_COUNT need a window in [1, " +
+             std::to_string(kMaxSignalWindow) + "])");
   need(r.n_score_layers == 0 || r.score_layers != nullptr,
        "rule lists " + std::to_string(r.n_score_layers) + " score layers but the array is NULL");
   if (n_layers_ > 0)

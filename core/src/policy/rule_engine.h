@@ -16,6 +16,10 @@
 
 namespace kvc {
 
+// The most queries the windowed signals may cover: each cache entry keeps one value per query
+// of the window.
+inline constexpr int64_t kMaxSignalWindow = 65536;
+
 class RuleEngine {
  public:
   // `rule` and its arrays are the plugin's (valid until destroy); `trigger_size` is the
