@@ -5,10 +5,25 @@
 # their sonames). CUDA's own libraries (cuBLAS) are not copied: the GPU image has them.
 #
 #   tools/gpu_bundle.sh [build-dir] [bundle-dir]     (defaults: build-cuda, gpu_bundle)
+#   tools/gpu_bundle.sh --sources-hash                (prints the hash of the C++/CUDA sources)
 #
-# Then, on the GPU machine, from the repository root: tools/gpu_check.sh
+# The bundle records that hash (SOURCES.sha256): tools/gpu_check.sh reports a bundle built from
+# other sources than the tree it runs in. Then, on the GPU machine, from the repository root:
+# tools/gpu_check.sh (docs/cuda.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Every source the bundled programs are built from (paths relative to the repository root).
+sources_hash() {
+  find CMakeLists.txt abi core policies hosts sdk tests/cuda -type f \( -name '*.cpp' \
+      -o -name '*.cc' -o -name '*.h' -o -name '*.hpp' -o -name '*.cu' -o -name '*.cuh' \
+      -o -name CMakeLists.txt \) -print0 2>/dev/null |
+    LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
+}
+if [ "${1:-}" = --sources-hash ]; then
+  sources_hash
+  exit 0
+fi
 BUILD=${1:-build-cuda}
 BUNDLE=${2:-gpu_bundle}
 JOBS=${JOBS:-2}
@@ -19,6 +34,7 @@ cmake --build "$BUILD" -j "$JOBS" --target kvc kvc_cuda kvc-bench kvc_policies \
 
 rm -rf "$BUNDLE"
 mkdir -p "$BUNDLE/bin" "$BUNDLE/lib/kvc/policies" "$BUNDLE/deps"
+sources_hash >"$BUNDLE/SOURCES.sha256"
 cp "$BUILD"/bin/{kvc-bench,kvc_cuda_host_tests,kvc_cuda_api_tests} "$BUNDLE/bin/"
 cp -P "$BUILD"/lib/libkvc.so* "$BUILD/lib/libkvc_cuda.so" "$BUNDLE/lib/"
 cp "$BUILD"/lib/kvc/policies/*.so "$BUNDLE/lib/kvc/policies/"

@@ -1,8 +1,9 @@
 // Backend selection through the public C ABI (libkvc.so opens libkvc_cuda.so beside it).
 // Runs on every machine: without a GPU the no-device paths are checked, with one the CUDA
-// model is checked to report itself.
+// model must load and report itself (a failure there is a failure, never a skip).
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
 
 #include "cuda_test_util.h"
@@ -10,12 +11,34 @@
 namespace kvc::cudatest {
 namespace {
 
+// Records whether a CUDA device is present (gpu_presence.h) as properties of the test's
+// result: tests/cuda/gpu_test_count.py reads them from the gtest JSON to decide whether zero
+// GPU tests run is a failure. Never skips.
+TEST(CudaDevice, PresenceIsDetected) {
+  const CudaDevicePresence& gpu = cuda_device_presence();
+  RecordProperty("cuda_device_present", gpu.present ? "1" : "0");
+  RecordProperty("cuda_device_detail", gpu.detail);
+  std::printf("CUDA device: %s (%s)\n", gpu.present ? "present" : "absent", gpu.detail.c_str());
+  EXPECT_FALSE(gpu.detail.empty());
+}
+
+// The first GPU test: where a device is present, the CUDA backend must load.
+TEST(GpuBackend, LoadsWhereADeviceIsPresent) {
+  const std::string why = cuda_unavailable_reason();
+  if (!why.empty()) GTEST_SKIP() << why;
+  const std::string error = cuda_load_error();
+  EXPECT_TRUE(error.empty()) << "a CUDA device is present (" << cuda_device_presence().detail
+                             << ") but the CUDA backend does not load: " << error;
+}
+
 TEST(BackendSelection, AutoFallsBackToTheCpuSilentlyOrUsesTheGpu) {
   const std::string why = cuda_unavailable_reason();
   ModelPtr m;
   ASSERT_EQ(load(fixture_model("neox-par-r25"), KVC_BACKEND_AUTO, KVC_DTYPE_AUTO, &m), KVC_OK)
       << kvc_last_error();
-  EXPECT_EQ(backend_of(m.get()), why.empty() ? KVC_BACKEND_CUDA : KVC_BACKEND_CPU) << why;
+  // With a device present AUTO must choose it: a silent fall-back there hides a broken backend.
+  EXPECT_EQ(backend_of(m.get()), why.empty() ? KVC_BACKEND_CUDA : KVC_BACKEND_CPU)
+      << (why.empty() ? "a CUDA device is present; the CUDA backend: " + cuda_load_error() : why);
 }
 
 TEST(BackendSelection, AutoWithFloat32StaysOnTheCpu) {
@@ -35,7 +58,7 @@ TEST(BackendSelection, CudaWithFloat32IsUnsupported) {
 
 TEST(BackendSelection, CudaWithoutADeviceSaysSo) {
   const std::string why = cuda_unavailable_reason();
-  if (why.empty()) GTEST_SKIP() << "a CUDA device is present";
+  if (why.empty()) GTEST_SKIP() << "a CUDA device is present: " << cuda_device_presence().detail;
   ModelPtr m;
   EXPECT_EQ(load(fixture_model("neox-par-r25"), KVC_BACKEND_CUDA, KVC_DTYPE_F16, &m),
             KVC_ERR_BACKEND);

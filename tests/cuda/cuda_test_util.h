@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "gpu_presence.h"
 #include "kvc/kvc.h"
 
 namespace kvc::cudatest {
@@ -51,8 +52,16 @@ inline kvc_backend backend_of(const kvc_model* m) {
   return info.backend;
 }
 
-// Empty when a CUDA model loads; otherwise why not (the skip reason of GPU tests).
+// Empty when a CUDA device is present (gpu_presence.h: found through the driver, not through
+// the backend under test): the GPU tests then run, and any failure to load or run the CUDA
+// backend fails them. Otherwise why they skip: "no CUDA driver: ..." or "no CUDA device: ...".
 inline std::string cuda_unavailable_reason() {
+  const CudaDevicePresence& gpu = cuda_device_presence();
+  return gpu.present ? "" : gpu.detail;
+}
+
+// Why a CUDA model does not load (empty when it does).
+inline std::string cuda_load_error() {
   ModelPtr m;
   const kvc_status st = load(fixture_model("neox-par-r25"), KVC_BACKEND_CUDA, KVC_DTYPE_F16, &m);
   if (st == KVC_OK) return "";
