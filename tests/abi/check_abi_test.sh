@@ -90,7 +90,7 @@ stub extra-export 1 +kvc_undeclared_extra
 expect fail export-not-in-header "$src/abi/include" "$work/extra-export.so"
 
 # 3. Compatible additions: a field appended, an enumerator and a function added.
-scratch additions 's/^  int64_t n_evictions; .*/&\n  int64_t n_resets;/; s/KVC_ERR_INTERNAL = 11/KVC_ERR_INTERNAL = 11,\n  KVC_ERR_TIMEOUT = 12/; s/^KVC_API const char \*kvc_status_name(kvc_status status);/&\nKVC_API uint32_t kvc_features(void);/'
+scratch additions 's/^  int64_t kv_bytes_reserved; .*/&\n  int64_t n_resets;/; s/KVC_ERR_INTERNAL = 11/KVC_ERR_INTERNAL = 11,\n  KVC_ERR_TIMEOUT = 12/; s/^KVC_API const char \*kvc_status_name(kvc_status status);/&\nKVC_API uint32_t kvc_features(void);/'
 stub with-new-function 1 +kvc_features
 expect pass compatible-additions "$work/additions" "$work/with-new-function.so"
 
