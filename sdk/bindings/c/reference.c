@@ -8,6 +8,12 @@
  *   baseline   the fixed ids below, full cache, scored one token per step
  *   streaming  the same ids with policy "streaming", start_size=4, recent_size=16, shift
  *   text       SAMPLE_TEXT tokenized by the model's tokenizer and scored like baseline
+ *   gen.greedy   kvc_generate after gen.prompt (the first 16 ids of the text with the model's
+ *                tokenizer, else the first 8 fixed ids), full cache, no sampler (greedy), 16
+ *                tokens; with the model's tokenizer, the released text as hex (gen.greedy.text)
+ *   gen.sampled  the same prompt with policy "streaming" (4 + 16), a sampler with temperature
+ *                0.8, top_k 40, top_p 0.95, min_p 0.02, repetition_penalty 1.1,
+ *                repetition_last_n 64 and seed 1234, 16 tokens (and gen.sampled.text)
  * When the model has no tokenizer, TOKENIZER_JSON (if given) is used for the text's ids only.
  * Floats are printed with 9 significant digits, which round-trips a float exactly.
  */
@@ -70,6 +76,81 @@ static int score_case(kvc_model *model, const char *name, const char *policy,
          (long long)stats.max_entries_now, (long long)stats.n_evictions,
          (long long)stats.n_tokens_seen);
   free(nll);
+  return 0;
+}
+
+/* The text a generation releases through its callback. */
+typedef struct text_buffer {
+  char *data;
+  size_t len, capacity;
+  int failed;
+} text_buffer;
+
+static int32_t collect_piece(void *user, int32_t token, const char *piece, size_t len) {
+  text_buffer *t = user;
+  (void)token;
+  if (t->len + len > t->capacity) {
+    size_t capacity = 2 * (t->len + len) + 64;
+    char *data = realloc(t->data, capacity);
+    if (!data) {
+      t->failed = 1;
+      return 1;
+    }
+    t->data = data;
+    t->capacity = capacity;
+  }
+  memcpy(t->data + t->len, piece, len);
+  t->len += len;
+  return 0;
+}
+
+#define N_GENERATE 16
+
+/* Generates N_GENERATE tokens after `prompt` in a new session; prints gen.<name> (and, when
+ * the model has a tokenizer, gen.<name>.text as hex). `sampling` NULL: greedy. */
+static int generate_case(kvc_model *model, const char *name, const char *policy,
+                         const kvc_param *params, size_t n_params,
+                         const kvc_sampler_options *sampling, const int32_t *prompt,
+                         size_t n_prompt) {
+  kvc_session_options so;
+  kvc_session_options_init(&so);
+  so.policy = policy;
+  so.params = params;
+  so.n_params = n_params;
+  kvc_session *session = NULL;
+  kvc_status st = kvc_session_create(model, &so, &session);
+  if (st != KVC_OK) return fail("kvc_session_create", st);
+  kvc_sampler *sampler = NULL;
+  if (sampling && (st = kvc_sampler_create(sampling, &sampler)) != KVC_OK) {
+    kvc_session_free(session);
+    return fail("kvc_sampler_create", st);
+  }
+  text_buffer text = {NULL, 0, 0, 0};
+  kvc_generate_options go;
+  kvc_generate_options_init(&go);
+  go.max_tokens = N_GENERATE;
+  go.on_token = collect_piece;
+  go.user_data = &text;
+  kvc_generate_result result;
+  kvc_generate_result_init(&result);
+  int32_t tokens[N_GENERATE];
+  st = kvc_generate(session, sampler, prompt, n_prompt, &go, tokens, N_GENERATE, &result);
+  kvc_sampler_free(sampler);
+  kvc_session_free(session);
+  if (st != KVC_OK || text.failed) {
+    free(text.data);
+    if (text.failed) fprintf(stderr, "kvc-bindings-reference: out of memory\n");
+    return st != KVC_OK ? fail("kvc_generate", st) : 1;
+  }
+  char key[64];
+  snprintf(key, sizeof key, "gen.%s", name);
+  print_ids(key, tokens, (size_t)result.n_tokens);
+  if (kvc_model_tokenizer(model)) {
+    printf("%s.text ", key);
+    for (size_t i = 0; i < text.len; ++i) printf("%02x", (unsigned char)text.data[i]);
+    printf("\n");
+  }
+  free(text.data);
   return 0;
 }
 
@@ -153,6 +234,11 @@ int main(int argc, char **argv) {
   rc |= score_case(model, "baseline", NULL, NULL, 0, ids, N_IDS);
   rc |= score_case(model, "streaming", "streaming", streaming, 2, ids, N_IDS);
 
+  /* The generation prompt: the text's first ids with the model's own tokenizer, else the
+   * fixed ids. */
+  int32_t prompt[16];
+  size_t n_prompt = 8;
+  memcpy(prompt, ids, n_prompt * sizeof *prompt);
   if (!rc && tok) {
     size_t n_text = 0;
     int32_t *text_ids = tokenize_file(tok, argv[2], &n_text);
@@ -162,9 +248,28 @@ int main(int argc, char **argv) {
       print_ids("text.ids", text_ids, n_text);
       if (kvc_model_tokenizer(model)) {
         rc |= score_case(model, "text", NULL, NULL, 0, text_ids, n_text);
+        if (n_text >= 16) {
+          n_prompt = 16;
+          memcpy(prompt, text_ids, n_prompt * sizeof *prompt);
+        }
       }
       free(text_ids);
     }
+  }
+
+  if (!rc) {
+    print_ids("gen.prompt", prompt, n_prompt);
+    rc |= generate_case(model, "greedy", NULL, NULL, 0, NULL, prompt, n_prompt);
+    kvc_sampler_options sp;
+    kvc_sampler_options_init(&sp);
+    sp.temperature = 0.8f;
+    sp.top_k = 40;
+    sp.top_p = 0.95f;
+    sp.min_p = 0.02f;
+    sp.repetition_penalty = 1.1f;
+    sp.repetition_last_n = 64;
+    sp.seed = 1234;
+    rc |= generate_case(model, "sampled", "streaming", streaming, 2, &sp, prompt, n_prompt);
   }
   kvc_tokenizer_free(own_tok);
   kvc_model_free(model);

@@ -19,11 +19,15 @@ before the library is called. See docs/bindings.md for every call.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import ctypes
+import enum
 import json
 import math
 import numbers
 import os
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -54,7 +58,8 @@ __all__ = [
     "BufferTooSmallError", "PolicyError", "BackendError", "OutOfMemoryError", "InternalError",
     # objects
     "Tokenizer", "Model", "ModelInfo", "Session", "CacheStats", "ScoreReport", "ScoreResult",
-    "PolicyParams", "PolicyInfo", "ParamInfo",
+    "PolicyParams", "PolicyInfo", "ParamInfo", "Sampler", "TokenStream", "Token", "Generation",
+    "StopReason",
     # functions
     "list_policies", "check_policy", "perplexity", "version", "abi_version", "library_path",
     "DEFAULT_BLOCK_SIZE",
@@ -646,6 +651,427 @@ def _int64s(values: Any, what: str):
     return arr, len(items), arr
 
 
+# ---- Sampling and generation (ABI 1.2) -----------------------------------------------------------
+
+
+def _need_generation(what: str) -> None:
+    if not _lib.has("kvc_generate"):
+        major, minor = abi_version()
+        raise NotImplementedError("kvc: %s needs libkvc ABI 1.2 or a later 1.x (sampling and "
+                                  "generation); %s has ABI %d.%d"
+                                  % (what, library_path(), major, minor))
+
+
+class StopReason(enum.IntEnum):
+    """Why a generation ended (``kvc_stop_reason``)."""
+
+    MAX_TOKENS = 0  # max_tokens were generated
+    SEQUENCE = 1  # the text produced a stop sequence (stop_index says which)
+    TOKEN = 2  # a stop token was sampled (stop_index says which)
+    CALLBACK = 3  # the caller stopped it (left the iteration, closed the stream)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One generated token, as :meth:`Session.generate` yields it."""
+
+    id: int
+    text: str  # the text released with this token; "" while it is held back (see generate)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A finished generation: :meth:`Session.generate_text`, :attr:`TokenStream.result`."""
+
+    text: str  # every released piece, concatenated (stop sequences and stop tokens excluded)
+    tokens: List[int]  # the generated ids, the last (stop) one included
+    stop_reason: StopReason
+    stop_index: int  # index into stop (SEQUENCE) or stop_tokens (TOKEN); else -1
+
+
+# The sampler's settings with the library's defaults (kvc_sampler_options_init).
+_SAMPLER_DEFAULTS: Dict[str, Any] = {
+    "temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0,
+    "repetition_last_n": 64, "seed": 0,
+}
+
+
+def _real(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError("kvc: %s must be a number, got %r" % (what, value))
+    return float(value)
+
+
+def _sampler_options(temperature: float, top_k: int, top_p: float, min_p: float,
+                     repetition_penalty: float, repetition_last_n: int, seed: int):
+    """A kvc_sampler_options, checked as kvc_sampler_create checks it (ValueError here, so
+    that a bad value never reaches the library)."""
+    t = _real(temperature, "temperature")
+    if not (math.isfinite(t) and t >= 0):
+        raise ValueError("kvc: temperature is %r; expected a finite value >= 0 (0 = greedy)" % t)
+    k = _int(top_k, "top_k")
+    if not 0 <= k <= _INT32_MAX:
+        raise ValueError("kvc: top_k is %d; expected >= 0 (0 = off)" % k)
+    p = _real(top_p, "top_p")
+    if not 0 < p <= 1:
+        raise ValueError("kvc: top_p is %r; expected a value in (0, 1] (1 = off)" % p)
+    m = _real(min_p, "min_p")
+    if not 0 <= m <= 1:
+        raise ValueError("kvc: min_p is %r; expected a value in [0, 1] (0 = off)" % m)
+    r = _real(repetition_penalty, "repetition_penalty")
+    if not (math.isfinite(r) and r > 0):
+        raise ValueError("kvc: repetition_penalty is %r; expected a finite value > 0 (1 = off)"
+                         % r)
+    n = _int(repetition_last_n, "repetition_last_n")
+    if not -1 <= n <= _INT32_MAX:
+        raise ValueError("kvc: repetition_last_n is %d; expected >= -1 (-1 = the whole "
+                         "history, 0 = none)" % n)
+    s = _int(seed, "seed")
+    if not 0 <= s < 2 ** 64:
+        raise ValueError("kvc: seed is %d; expected an integer in [0, 2**64)" % s)
+    o = _lib.init(_lib.kvc_sampler_options, _C.kvc_sampler_options_init_size)
+    o.temperature, o.top_k, o.top_p, o.min_p = t, k, p, m
+    o.repetition_penalty, o.repetition_last_n, o.seed = r, n, s
+    return o
+
+
+def _stop_active(owner: Any) -> None:
+    """Ends the generation that is using ``owner`` (a Session or a Sampler), if one is."""
+    ref = getattr(owner, "_active", None)
+    stream = ref() if ref is not None else None
+    if stream is not None:
+        stream.close()
+
+
+class Sampler(_Closable):
+    """The library's sampler (``kvc_sampler``): turns the logits of a step into a token.
+
+    The chain, in the order of Hugging Face transformers: repetition penalty over the last
+    ``repetition_last_n`` ids of the history (-1: all, 0: none); ``temperature`` 0 is greedy
+    (the largest logit, the lowest id among equal ones), else the logits are divided by it;
+    ``top_k`` (0 = off), ``top_p`` (1 = off) and ``min_p`` (0 = off) filter the candidates; one
+    token is drawn with the SplitMix64 stream of ``seed``. A seed gives the same tokens on every
+    run. Bad values raise ValueError (TypeError for a wrong type) before the library is
+    called. A sampler keeps its history and its place in the random stream across calls
+    (:meth:`reset` starts both again); one thread at a time. Pass it to
+    :meth:`Session.generate` to continue a stream over several generations."""
+
+    def __init__(self, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 min_p: float = 0.0, repetition_penalty: float = 1.0,
+                 repetition_last_n: int = 64, seed: int = 0):
+        self._h = None
+        self._active: Optional["weakref.ref[TokenStream]"] = None
+        _need_generation("kvc.Sampler")
+        opts = _sampler_options(temperature, top_k, top_p, min_p, repetition_penalty,
+                                repetition_last_n, seed)
+        h = ctypes.c_void_p()
+        _check(_C.kvc_sampler_create(ctypes.byref(opts), ctypes.byref(h)), "kvc_sampler_create")
+        self._h = h
+        self.settings: Dict[str, Any] = {  # as given (the library keeps float32 values)
+            "temperature": float(temperature), "top_k": int(top_k), "top_p": float(top_p),
+            "min_p": float(min_p), "repetition_penalty": float(repetition_penalty),
+            "repetition_last_n": int(repetition_last_n), "seed": int(seed)}
+
+    def __repr__(self) -> str:
+        return "kvc.Sampler(%s)" % ", ".join("%s=%r" % kv for kv in self.settings.items())
+
+    def _handle(self):
+        if not self._h:
+            raise ValueError("kvc: the sampler is closed")
+        _stop_active(self)
+        return self._h
+
+    def close(self) -> None:
+        """Frees the sampler (ending a generation that uses it first). Idempotent."""
+        _stop_active(self)
+        if self._h:
+            _C.kvc_sampler_free(self._h)
+        self._h = None
+
+    def reset(self) -> None:
+        """Clears the history and restarts the random stream: the next tokens repeat the
+        first ones."""
+        _check(_C.kvc_sampler_reset(self._handle()), "kvc_sampler_reset")
+
+    def accept(self, ids: TokenIds) -> None:
+        """Appends ids the sampler did not pick (a prompt) to the history the repetition
+        penalty looks at."""
+        p, n, keep = _ids(ids)
+        _check(_C.kvc_sampler_accept(self._handle(), p, n), "kvc_sampler_accept")
+        del keep
+
+    def sample(self, logits: Any) -> int:
+        """Samples one id from ``logits`` (a 1-D sequence of floats or numpy array, e.g.
+        :meth:`Session.step`'s) and appends it to the history. NaN and -inf are never chosen."""
+        if _is_array(logits):
+            np = _numpy()
+            arr = np.ascontiguousarray(logits, dtype=np.float32)
+            if arr.ndim != 1:
+                raise ValueError("kvc: logits must be 1-D, got shape %s" % (arr.shape,))
+            ptr, n, keep = arr.ctypes.data_as(_lib._F32P), int(arr.size), arr
+        else:
+            if isinstance(logits, (str, bytes)) or not isinstance(logits, Iterable):
+                raise TypeError("kvc: logits must be a sequence of floats, got %s"
+                                % type(logits).__name__)
+            values = [_real(x, "logits[%d]" % k) for k, x in enumerate(logits)]
+            buf = (ctypes.c_float * max(len(values), 1))(*values)
+            ptr, n, keep = ctypes.cast(buf, _lib._F32P), len(values), buf
+        token = ctypes.c_int32()
+        _check(_C.kvc_sampler_sample(self._handle(), ptr, n, ctypes.byref(token)),
+               "kvc_sampler_sample")
+        del keep
+        return token.value
+
+
+class _GenerateCall:
+    """The C side of one kvc_generate call: the options, the prompt, the output buffers and
+    the sampler, kept alive together until the call has returned."""
+
+    def __init__(self, session: "Session", prompt: Union[str, bytes, TokenIds], max_tokens: int,
+                 sampling: Dict[str, Any], stop: Union[str, Sequence[str], None],
+                 stop_tokens: Optional[TokenIds], sampler: Optional[Sampler]):
+        _need_generation("Session.generate")
+        self.max_tokens = _int(max_tokens, "max_tokens")
+        if not 0 <= self.max_tokens <= _INT32_MAX:
+            raise ValueError("kvc: max_tokens is %d; expected >= 0" % self.max_tokens)
+        if isinstance(stop, (str, bytes)):
+            stop = [stop]
+        items: List[bytes] = []
+        for k, s in enumerate(stop or ()):
+            if not isinstance(s, (str, bytes)):
+                raise TypeError("kvc: stop[%d] must be a str, got %r" % (k, s))
+            b = s.encode("utf-8") if isinstance(s, str) else bytes(s)
+            if not b or b"\0" in b:
+                raise ValueError("kvc: stop[%d] is %r; a stop sequence is non-empty text "
+                                 "without NUL" % (k, s))
+            items.append(b)
+        if sampler is not None:
+            if not isinstance(sampler, Sampler):
+                raise TypeError("kvc: sampler must be a kvc.Sampler, got %s"
+                                % type(sampler).__name__)
+            changed = sorted(k for k, v in sampling.items() if v != _SAMPLER_DEFAULTS[k])
+            if changed:
+                raise ValueError("kvc: with sampler=, give %s to the Sampler, not to generate"
+                                 % ", ".join(changed))
+            self.sampler, self.owns_sampler = sampler, False
+        else:
+            self.sampler, self.owns_sampler = None, True
+            opts = _sampler_options(**sampling)  # ValueError before anything is created
+        if isinstance(prompt, (str, bytes, bytearray)):
+            tok = session._model.tokenizer
+            if tok is None:
+                raise ValueError("kvc: a text prompt needs the model's tokenizer; %s has none "
+                                 "(give token ids)" % session._model.path)
+            prompt = tok.encode(prompt)
+        self.prompt, self.n_prompt, self._keep_prompt = _ids(prompt, "prompt")
+        self.stop_ids, self.n_stop_ids, self._keep_stop_ids = _ids(
+            [] if stop_tokens is None else stop_tokens, "stop_tokens")
+        self._stop = (ctypes.c_char_p * max(len(items), 1))(*items)
+        self.n_stop = len(items)
+        self.session = session._handle()  # ends a generation still running on the session
+        if self.owns_sampler:
+            h = ctypes.c_void_p()
+            _check(_C.kvc_sampler_create(ctypes.byref(opts), ctypes.byref(h)),
+                   "kvc_sampler_create")
+            self.sampler_h = h
+        else:
+            self.sampler_h = self.sampler._handle()
+        self.tokens = (ctypes.c_int32 * max(self.max_tokens, 1))()
+        self.result = _lib.init(_lib.kvc_generate_result, _C.kvc_generate_result_init_size)
+        self._callback = None
+        self.callback_error: Optional[BaseException] = None
+
+    def run(self, on_token) -> int:
+        """Calls kvc_generate with ``on_token(id, piece bytes) -> bool`` (False stops) and
+        returns its status. An exception in ``on_token`` stops the generation and is kept in
+        ``callback_error``."""
+
+        def trampoline(_user, token, piece, length):
+            try:
+                return 0 if on_token(token, ctypes.string_at(piece, length)) else 1
+            except BaseException as e:  # never into C: stop, and raise it after the call
+                if self.callback_error is None:
+                    self.callback_error = e
+                return 1
+
+        o = _lib.init(_lib.kvc_generate_options, _C.kvc_generate_options_init_size)
+        o.max_tokens = self.max_tokens
+        o.stop = ctypes.cast(self._stop, ctypes.POINTER(ctypes.c_char_p))
+        o.n_stop = self.n_stop
+        o.stop_tokens = self.stop_ids
+        o.n_stop_tokens = self.n_stop_ids
+        self._callback = _lib.kvc_token_callback(trampoline)
+        o.on_token = self._callback
+        return _C.kvc_generate(self.session, self.sampler_h, self.prompt, self.n_prompt,
+                               ctypes.byref(o), self.tokens, self.max_tokens,
+                               ctypes.byref(self.result))
+
+    def generation(self, text: str) -> Generation:
+        r = self.result
+        try:
+            reason: Any = StopReason(r.stop_reason)
+        except ValueError:
+            reason = r.stop_reason  # a newer library's reason
+        return Generation(text, list(self.tokens[: r.n_tokens]), reason, r.stop_index)
+
+    def free(self) -> None:
+        if self.owns_sampler and self.sampler_h:
+            _C.kvc_sampler_free(self.sampler_h)
+        self.sampler_h = None
+
+
+class _Handoff:
+    """Hands tokens from the generating thread to the iterating one, one at a time: the
+    generation goes on only as far as the consumer has asked, so the session holds exactly
+    what the consumer saw, and a consumer that stops asking stops it."""
+
+    def __init__(self):
+        self.cv = threading.Condition()
+        self.items: "collections.deque[Tuple[int, bytes]]" = collections.deque()
+        self.asked = 0  # tokens the consumer has asked for
+        self.produced = 0
+        self.stopped = False
+        self.done = False
+        self.error: Optional[BaseException] = None
+
+    def put(self, token: int, piece: bytes) -> bool:
+        """Generating thread: hands one token over and waits until the consumer asks for the
+        next one (True) or stops (False)."""
+        with self.cv:
+            self.items.append((token, piece))
+            self.produced += 1
+            self.cv.notify_all()
+            while not self.stopped and self.asked <= self.produced:
+                self.cv.wait()
+            return not self.stopped
+
+    def finish(self, error: Optional[BaseException]) -> None:
+        with self.cv:
+            self.done, self.error = True, error
+            self.cv.notify_all()
+
+    def get(self) -> Optional[Tuple[int, bytes]]:
+        """Consumer: the next token, or None when the generation has ended."""
+        with self.cv:
+            self.asked += 1
+            self.cv.notify_all()
+            while not self.items and not self.done:
+                self.cv.wait()
+            return self.items.popleft() if self.items else None
+
+    def stop(self) -> None:
+        with self.cv:
+            self.stopped = True
+            self.cv.notify_all()
+
+
+_live_streams: "weakref.WeakSet[TokenStream]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_streams() -> None:
+    for stream in list(_live_streams):
+        try:
+            stream.close()
+        except Exception:
+            pass
+
+
+class TokenStream(_Closable):
+    """The iterator :meth:`Session.generate` returns: yields a :class:`Token` per generated
+    token while the library generates them in a worker thread.
+
+    The generation starts at the first ``next()`` and goes on only as far as the iteration
+    asks: leaving the loop early (``break``), :meth:`close`, the end of a ``with`` block, or
+    another call on the session or the sampler stops it (stop reason ``CALLBACK``) and joins
+    the thread; the session then holds the prompt and every yielded token but the last, as
+    after ``kvc_generate``. An error of the library is raised by ``next()`` after the tokens
+    produced before it. :attr:`result` holds the whole :class:`Generation` once the iteration
+    has ended; :attr:`tokens` and :attr:`text` what was yielded so far."""
+
+    def __init__(self, call: _GenerateCall, session: "Session"):
+        self._call: Optional[_GenerateCall] = call
+        self._handoff = _Handoff()
+        self._thread: Optional[threading.Thread] = None
+        self._owners = [session] + ([call.sampler] if call.sampler is not None else [])
+        self._ended = False
+        self.tokens: List[int] = []
+        self._pieces: List[str] = []
+        self.result: Optional[Generation] = None
+        me = weakref.ref(self)
+        for owner in self._owners:
+            owner._active = me
+        _live_streams.add(self)
+
+    @property
+    def text(self) -> str:
+        """The text yielded so far."""
+        return "".join(self._pieces)
+
+    def __iter__(self) -> "TokenStream":
+        return self
+
+    def _start(self) -> None:
+        call, handoff = self._call, self._handoff
+
+        def work():  # references the call and the handoff only, never the stream
+            try:
+                status = call.run(handoff.put)
+                if status != Status.OK:
+                    _check(status, "kvc_generate")  # kvc_last_error is read on this thread
+                if call.callback_error is not None:
+                    raise call.callback_error
+                handoff.finish(None)
+            except BaseException as e:
+                handoff.finish(e)
+
+        self._thread = threading.Thread(target=work, name="kvc-generate", daemon=True)
+        self._thread.start()
+
+    def __next__(self) -> Token:
+        if self._ended:
+            raise StopIteration
+        if self._thread is None:
+            self._start()
+        item = self._handoff.get()
+        if item is None:
+            error = self._end()
+            if error is not None:
+                raise error
+            raise StopIteration
+        token, piece = item
+        text = piece.decode("utf-8", "replace")
+        self.tokens.append(token)
+        self._pieces.append(text)
+        return Token(token, text)
+
+    def _end(self) -> Optional[BaseException]:
+        """Stops the generation, joins the thread, frees the call; returns its error."""
+        if self._ended:
+            return None
+        self._handoff.stop()
+        thread, call = self._thread, self._call
+        if thread is threading.current_thread():
+            return None  # a finaliser run by the worker itself: the call ends on its own
+        self._ended = True
+        if thread is not None:
+            thread.join()
+        error = self._handoff.error
+        if call is not None:
+            if thread is not None and self._handoff.done and error is None:
+                self.result = call.generation(self.text)
+            call.free()
+        self._call = None
+        for owner in self._owners:
+            if owner._active is not None and owner._active() is self:
+                owner._active = None
+        return error
+
+    def close(self) -> None:
+        """Stops the generation (if it is still running) and joins its thread. Idempotent."""
+        self._end()
+
+
 # ---- Session ------------------------------------------------------------------------------------
 
 
@@ -699,6 +1125,7 @@ class Session(_Closable):
                  params: Optional[Mapping[str, Any]] = None, positions: str = "shift",
                  max_entries: int = 0, policy_path: Optional[str] = None):
         self._h = None
+        self._active: Optional["weakref.ref[TokenStream]"] = None  # a generation using it
         opts = _lib.init(_lib.kvc_session_options, _C.kvc_session_options_init_size)
         keep: List[Any] = []
         if isinstance(policy, PolicyParams):
@@ -730,10 +1157,12 @@ class Session(_Closable):
     def _handle(self):
         if not self._h:
             raise ValueError("kvc: the session is closed")
+        _stop_active(self)  # a generation still running on the session ends first
         return self._h
 
     def close(self) -> None:
-        """Frees the session. Idempotent."""
+        """Frees the session (ending a generation still running on it). Idempotent."""
+        _stop_active(self)
         if self._h:
             _C.kvc_session_free(self._h)
         self._h = None
@@ -898,5 +1327,64 @@ class Session(_Closable):
                                    p, n), "kvc_session_keep")
         del keep
 
-    # Sampling and generation (kvc_sampler, kvc_generate) are bound here once they are part of
-    # the released C ABI: declarations in _lib.py under their ABI minor, methods on Session.
+    def generate(self, prompt: Union[str, TokenIds], max_tokens: int = 128, *,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 min_p: float = 0.0, repetition_penalty: float = 1.0,
+                 repetition_last_n: int = 64, seed: int = 0,
+                 stop: Union[str, Sequence[str], None] = None,
+                 stop_tokens: Optional[TokenIds] = None,
+                 sampler: Optional[Sampler] = None) -> TokenStream:
+        """Generates up to ``max_tokens`` tokens after ``prompt`` (text, encoded with the
+        model's tokenizer, or token ids; appended to what the session holds), streaming them:
+        returns a :class:`TokenStream` that yields a :class:`Token` (id, text piece) as soon as
+        each is sampled (``kvc_generate`` runs in a worker thread)::
+
+            for t in session.generate("In the beginning", 64, temperature=0.8, seed=1,
+                                      stop=["\\n\\n"]):
+                print(t.text, end="", flush=True)
+
+        The sampling keywords are :class:`Sampler`'s (defaults: the library's, temperature 1;
+        ``temperature=0`` is greedy) and are checked before anything runs (ValueError,
+        TypeError); or pass ``sampler=`` a :class:`Sampler` to continue its history and random
+        stream. ``stop``: stop sequences (text, matched wherever token boundaries fall; needs
+        the model's tokenizer), ``stop_tokens``: ids that end the generation when sampled.
+
+        Pieces concatenate to the generated text; a piece is "" while its text could still
+        begin a stop sequence or ends in a split UTF-8 character, and a later piece then holds
+        it. The text of a stop sequence and of stop tokens is never yielded. Leaving the
+        iteration early stops the generation (see :class:`TokenStream`). Afterwards the
+        session holds the prompt and every generated token but the last, which was not fed:
+        pass it as the first token of the next prompt to continue."""
+        sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                        repetition_penalty=repetition_penalty,
+                        repetition_last_n=repetition_last_n, seed=seed)
+        call = _GenerateCall(self, prompt, max_tokens, sampling, stop, stop_tokens, sampler)
+        return TokenStream(call, self)
+
+    def generate_text(self, prompt: Union[str, TokenIds], max_tokens: int = 128, *,
+                      temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                      min_p: float = 0.0, repetition_penalty: float = 1.0,
+                      repetition_last_n: int = 64, seed: int = 0,
+                      stop: Union[str, Sequence[str], None] = None,
+                      stop_tokens: Optional[TokenIds] = None,
+                      sampler: Optional[Sampler] = None) -> Generation:
+        """:meth:`generate` run to its end in the calling thread: the whole text, the ids,
+        the stop reason and which stop sequence or token ended it (a :class:`Generation`)."""
+        sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                        repetition_penalty=repetition_penalty,
+                        repetition_last_n=repetition_last_n, seed=seed)
+        call = _GenerateCall(self, prompt, max_tokens, sampling, stop, stop_tokens, sampler)
+        pieces: List[bytes] = []
+
+        def collect(_token: int, piece: bytes) -> bool:
+            pieces.append(piece)
+            return True
+
+        try:
+            status = call.run(collect)
+            _check(status, "kvc_generate")
+            if call.callback_error is not None:  # e.g. KeyboardInterrupt: it stopped the call
+                raise call.callback_error
+            return call.generation(b"".join(pieces).decode("utf-8", "replace"))
+        finally:
+            call.free()

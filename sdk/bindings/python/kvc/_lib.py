@@ -7,8 +7,8 @@ so a newer library (whose structs grew at the end) writes exactly this layout.
 
 Functions are declared with the ABI minor that introduced them (``_SIGNATURES``); ``load()``
 declares those the loaded library has, and :func:`has` tells whether one is there. To bind a
-new part of kvc.h (e.g. sampling and generation), add its structs here and its functions to
-``_SIGNATURES`` with their minor, then wrap them in ``kvc/__init__.py``.
+new part of kvc.h, add its structs here and its functions to ``_SIGNATURES`` with their minor,
+then wrap them in ``kvc/__init__.py``.
 """
 
 from __future__ import annotations
@@ -151,6 +151,51 @@ class kvc_param_value(ctypes.Structure):
     ]
 
 
+# ABI minor 2: sampling and generation
+
+
+class kvc_sampler_options(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("temperature", ctypes.c_float),
+        ("top_k", ctypes.c_int32),
+        ("top_p", ctypes.c_float),
+        ("min_p", ctypes.c_float),
+        ("repetition_penalty", ctypes.c_float),
+        ("repetition_last_n", ctypes.c_int32),
+        ("seed", ctypes.c_uint64),
+    ]
+
+
+# kvc_token_callback: int32_t (*)(void *user_data, int32_t token, const char *piece, size_t len).
+# The piece is read with its length (ctypes.string_at), so it is declared as a char pointer.
+kvc_token_callback = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32,
+                                      ctypes.POINTER(ctypes.c_char), ctypes.c_size_t)
+
+
+class kvc_generate_options(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("max_tokens", ctypes.c_int32),
+        ("stop", ctypes.POINTER(ctypes.c_char_p)),
+        ("n_stop", ctypes.c_size_t),
+        ("stop_tokens", ctypes.POINTER(ctypes.c_int32)),
+        ("n_stop_tokens", ctypes.c_size_t),
+        ("on_token", kvc_token_callback),
+        ("user_data", ctypes.c_void_p),
+    ]
+
+
+class kvc_generate_result(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("n_tokens", ctypes.c_int32),
+        ("stop_reason", ctypes.c_int),
+        ("stop_index", ctypes.c_int32),
+        ("text_len", ctypes.c_uint64),
+    ]
+
+
 # ---- Functions ----------------------------------------------------------------------------------
 
 _P = ctypes.c_void_p  # opaque handles
@@ -230,6 +275,17 @@ _SIGNATURES: Dict[str, Tuple[int, object, List[object]]] = {
                                            ctypes.POINTER(ctypes.c_int)]),
     "kvc_policy_params_check": (1, _status, [_P]),
     "kvc_policy_check": (0, _status, [_STR, _STR, _ptr(kvc_param), _SIZE]),
+    # Sampling and generation
+    "kvc_sampler_options_init_size": (2, None, [_ptr(kvc_sampler_options), _SIZE]),
+    "kvc_sampler_create": (2, _status, [_ptr(kvc_sampler_options), _PP]),
+    "kvc_sampler_free": (2, None, [_P]),
+    "kvc_sampler_reset": (2, _status, [_P]),
+    "kvc_sampler_accept": (2, _status, [_P, _I32P, _SIZE]),
+    "kvc_sampler_sample": (2, _status, [_P, _F32P, _SIZE, _I32P]),
+    "kvc_generate_options_init_size": (2, None, [_ptr(kvc_generate_options), _SIZE]),
+    "kvc_generate_result_init_size": (2, None, [_ptr(kvc_generate_result), _SIZE]),
+    "kvc_generate": (2, _status, [_P, _P, _I32P, _SIZE, _ptr(kvc_generate_options), _I32P, _SIZE,
+                                  _ptr(kvc_generate_result)]),
 }
 
 

@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -339,6 +340,275 @@ def test_perplexity_helper(model):
         nll = s.score(ids)
     with model.session() as s:
         assert abs(s.perplexity(ids) - kvc.perplexity(nll)) < 1e-9
+
+
+# ---- Sampling and generation (ABI 1.2) -----------------------------------------------------------
+
+# The sampler of the reference's gen.sampled case (reference.c), on a streaming 4 + 16 session.
+SAMPLED = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.02, repetition_penalty=1.1,
+               repetition_last_n=64, seed=1234)
+
+
+def ref_text(key):
+    """A generated text of the reference (hex of its UTF-8 bytes), or None without one."""
+    return bytes.fromhex(REF[key]).decode("utf-8") if key in REF else None
+
+
+def generate_threads():
+    return [t for t in threading.enumerate() if t.name == "kvc-generate" and t.is_alive()]
+
+
+def test_generate_greedy_matches_library(model):
+    with model.session() as s:
+        stream = s.generate(ints("gen.prompt"), 16, temperature=0)
+        assert stream.result is None  # nothing runs before the iteration
+        toks = list(stream)
+    assert [t.id for t in toks] == ints("gen.greedy")
+    assert stream.result.tokens == ints("gen.greedy")
+    assert stream.result.stop_reason == kvc.StopReason.MAX_TOKENS
+    assert stream.result.stop_index == -1
+    assert stream.result.text == "".join(t.text for t in toks) == stream.text
+    if "gen.greedy.text" in REF:
+        assert stream.text == ref_text("gen.greedy.text")
+    with model.session() as s:
+        g = s.generate_text(ints("gen.prompt"), 16, temperature=0)
+    assert g.tokens == ints("gen.greedy") and g.text == stream.text
+    assert not generate_threads()
+
+
+def test_generate_greedy_is_argmax_of_step_logits(model):
+    """Greedy generation picks the largest logit (the lowest id among equal ones) of the ids
+    the tokenizer names, step after step with each token fed back."""
+    prompt = ints("gen.prompt")
+    with model.session() as s:
+        g = s.generate_text(prompt, 8, temperature=0)
+    n = model.info.vocab_size
+    if model.tokenizer is not None:
+        n = min(n, model.tokenizer.vocab_size)
+    greedy = kvc.Sampler(temperature=0)
+    with model.session() as s:
+        logits = s.step(prompt)
+        for token in g.tokens:
+            row = logits[:n]
+            assert max(range(n), key=row.__getitem__) == token
+            assert greedy.sample(row) == token
+            logits = s.step([token])
+
+
+def test_generate_sampled_matches_library_and_repeats(model):
+    runs = []
+    for _ in range(2):
+        with model.session("streaming", STREAMING) as s:
+            runs.append(s.generate_text(ints("gen.prompt"), 16, **SAMPLED))
+            assert s.cache_stats().max_entries_now <= 4 + 16
+    assert runs[0].tokens == ints("gen.sampled")
+    assert runs[1] == runs[0]  # a fixed seed repeats
+    if "gen.sampled.text" in REF:
+        assert runs[0].text == ref_text("gen.sampled.text")
+    with model.session("streaming", STREAMING) as s:
+        streamed = [t.id for t in s.generate(ints("gen.prompt"), 16, **SAMPLED)]
+    assert streamed == ints("gen.sampled")
+    with model.session("streaming", STREAMING) as s:
+        other = s.generate_text(ints("gen.prompt"), 16, **dict(SAMPLED, seed=99))
+    assert other.tokens != runs[0].tokens  # another seed, another draw
+
+
+def test_sampler_object(model):
+    flat = [0.0] * 50
+    sampler = kvc.Sampler(seed=7)
+    first = [sampler.sample(flat) for _ in range(12)]
+    assert len(set(first)) > 1 and all(0 <= t < 50 for t in first)
+    sampler.reset()  # the random stream starts again
+    assert [sampler.sample(flat) for _ in range(12)] == first
+    assert kvc.Sampler(temperature=0).sample([0.5, 3.0, 3.0, float("nan")]) == 1
+    assert kvc.Sampler(top_k=1, seed=3).sample([0.5, 1.0, 3.5, -2.0]) == 2
+    # The repetition penalty looks at the accepted history: 2.0 / 4 < 1.0
+    penalized = kvc.Sampler(temperature=0, repetition_penalty=4.0)
+    penalized.accept([0])
+    assert penalized.sample([2.0, 1.0]) == 1
+    with pytest.raises(ValueError):  # no finite logit: the library's own error
+        kvc.Sampler().sample([float("nan"), float("-inf")])
+    with pytest.raises(kvc.InvalidArgumentError) as e:
+        kvc.Sampler().sample([float("nan"), float("-inf")])
+    assert e.value.call == "kvc_sampler_sample"
+    # A Sampler passed to generate continues its stream: two runs differ, a reset repeats.
+    prompt = ints("gen.prompt")
+    sampler = kvc.Sampler(**SAMPLED)
+    with model.session("streaming", STREAMING) as s:
+        a = s.generate_text(prompt, 16, sampler=sampler)
+    assert a.tokens == ints("gen.sampled")
+    sampler.reset()
+    with model.session("streaming", STREAMING) as s:
+        assert s.generate_text(prompt, 16, sampler=sampler).tokens == a.tokens
+    with model.session() as s, pytest.raises(ValueError, match="temperature"):
+        s.generate(prompt, 4, sampler=sampler, temperature=0.5)
+    sampler.close()
+    with pytest.raises(ValueError):
+        sampler.sample(flat)
+
+
+def test_generate_stop_sequence(model):
+    if model.tokenizer is None:
+        with model.session() as s, pytest.raises(kvc.InvalidArgumentError) as e:
+            s.generate_text(ints("gen.prompt"), 4, stop=["x"])
+        assert "tokenizer" in e.value.message
+        pytest.skip("stop sequences need the model's tokenizer (models/kjv-mini)")
+    prompt = ints("gen.prompt")
+    with model.session() as s:
+        full = s.generate_text(prompt, 24, temperature=0).text
+    # Six characters from a third of the way in: they span token boundaries.
+    start = len(full) // 3
+    stop = full[start:start + 6]
+    want = full[:full.find(stop)]
+    with model.session() as s:
+        stream = s.generate(prompt, 24, temperature=0, stop=["\x01never", stop])
+        pieces = [t.text for t in stream]
+    r = stream.result
+    assert "".join(pieces) == want == r.text
+    assert r.stop_reason == kvc.StopReason.SEQUENCE and r.stop_index == 1
+    assert len(r.tokens) < 24
+    with model.session() as s:  # one str is one stop sequence
+        g = s.generate_text(prompt, 24, temperature=0, stop=stop)
+    assert g.text == want and g.stop_index == 0
+
+
+def test_generate_stop_tokens(model):
+    greedy = ints("gen.greedy")
+    target = greedy[5]
+    with model.session() as s:
+        g = s.generate_text(ints("gen.prompt"), 16, temperature=0, stop_tokens=[-1, target])
+    assert g.tokens == greedy[:greedy.index(target) + 1]
+    assert g.stop_reason == kvc.StopReason.TOKEN and g.stop_index == 1
+
+
+def test_generate_breaking_early_stops(model):
+    prompt, greedy = ints("gen.prompt"), ints("gen.greedy")
+    with model.session() as s:
+        stream = s.generate(prompt, 16, temperature=0)
+        for k, t in enumerate(stream):
+            assert t.id == greedy[k]
+            if k == 3:
+                break
+        stream.close()
+        assert not generate_threads()
+        r = stream.result
+        assert r.stop_reason == kvc.StopReason.CALLBACK and r.tokens == greedy[:4]
+        # The session holds the prompt and the yielded tokens but the last, which continues.
+        assert s.cache_stats().n_tokens_seen == len(prompt) + 3
+        assert s.generate_text(greedy[3:4], 12, temperature=0).tokens == greedy[4:]
+
+    # A loop over the stream itself: leaving it frees the stream, which stops and joins.
+    with model.session() as s:
+        for k, _ in enumerate(s.generate(prompt, 16, temperature=0)):
+            if k == 1:
+                break
+        assert not generate_threads()
+        assert s.cache_stats().n_tokens_seen == len(prompt) + 1
+
+    # A stream kept but left: the next call on the session stops it first.
+    with model.session() as s:
+        stream = s.generate(prompt, 16, temperature=0)
+        assert next(stream).id == greedy[0]
+        assert stream.result is None and len(generate_threads()) == 1  # running: streaming
+        assert s.cache_stats().n_tokens_seen == len(prompt)
+        assert not generate_threads()
+        assert stream.result.stop_reason == kvc.StopReason.CALLBACK
+        assert list(stream) == []
+    # Closing the model closes the session, which stops its generation.
+    m = kvc.Model(REF["model"], backend="cpu")
+    stream = m.session().generate(prompt, 16, temperature=0)
+    next(stream)
+    m.close()
+    assert not generate_threads() and list(stream) == []
+
+
+def test_generate_errors_surface_in_iterator(model):
+    prompt, greedy = ints("gen.prompt"), ints("gen.greedy")
+    with model.session() as s:
+        stream = s.generate([], 4)  # the library rejects an empty prompt when it runs
+        with pytest.raises(kvc.InvalidArgumentError) as e:
+            next(stream)
+        assert e.value.call == "kvc_generate" and "empty" in e.value.message
+        assert list(stream) == []
+    # The cache limit is reached after a few tokens: they are yielded, then the error.
+    with model.session(max_entries=len(prompt) + 2) as s:
+        got = []
+        with pytest.raises(kvc.KvcError) as e:
+            for t in s.generate(prompt, 16, temperature=0):
+                got.append(t.id)
+        assert e.value.call == "kvc_generate"
+        assert 1 <= len(got) < 16 and got == greedy[:len(got)]
+    assert not generate_threads()
+
+
+@pytest.mark.parametrize("bad, error", [
+    (dict(temperature=-0.5), ValueError),
+    (dict(temperature=float("inf")), ValueError),
+    (dict(top_k=-1), ValueError),
+    (dict(top_p=0.0), ValueError),
+    (dict(top_p=1.5), ValueError),
+    (dict(top_p=float("nan")), ValueError),
+    (dict(min_p=-0.1), ValueError),
+    (dict(min_p=1.5), ValueError),
+    (dict(repetition_penalty=0.0), ValueError),
+    (dict(repetition_penalty=float("nan")), ValueError),
+    (dict(repetition_last_n=-2), ValueError),
+    (dict(seed=-1), ValueError),
+    (dict(seed=2 ** 64), ValueError),
+    (dict(max_tokens=-1), ValueError),
+    (dict(stop=[""]), ValueError),
+    (dict(temperature="hot"), TypeError),
+    (dict(top_k=1.5), TypeError),
+    (dict(top_k=True), TypeError),
+    (dict(stop=[3]), TypeError),
+])
+def test_generate_bad_values_are_rejected(model, bad, error):
+    with model.session() as s:
+        with pytest.raises(error):
+            s.generate(ints("gen.prompt"), **bad)  # at the call, not at the first token
+        with pytest.raises(error):
+            s.generate_text(ints("gen.prompt"), **bad)
+        assert s.cache_stats().n_tokens_seen == 0  # nothing ran
+    sampler_only = {k: v for k, v in bad.items() if k in SAMPLED}
+    if sampler_only:
+        with pytest.raises(error):
+            kvc.Sampler(**sampler_only)
+
+
+@pytest.mark.parametrize("field, bad, good", [
+    ("temperature", -0.5, 0.0), ("top_k", -1, 0), ("top_p", 0.0, 1.0), ("top_p", 1.5, 1.0),
+    ("min_p", -0.1, 1.0), ("min_p", 1.5, 0.0), ("repetition_penalty", 0.0, 0.01),
+    ("repetition_last_n", -2, -1),
+])
+def test_sampler_checks_mirror_the_library(field, bad, good):
+    """The binding's checks reject what kvc_sampler_create rejects, and accept its edges."""
+    from kvc import _lib
+
+    def library_accepts(value):
+        o = _lib.init(_lib.kvc_sampler_options, kvc._C.kvc_sampler_options_init_size)
+        setattr(o, field, value)
+        h = kvc.ctypes.c_void_p()
+        status = kvc._C.kvc_sampler_create(kvc.ctypes.byref(o), kvc.ctypes.byref(h))
+        kvc._C.kvc_sampler_free(h)
+        return status == kvc.Status.OK
+
+    assert not library_accepts(bad) and library_accepts(good)
+    with pytest.raises(ValueError):
+        kvc.Sampler(**{field: bad})
+    kvc.Sampler(**{field: good}).close()
+
+
+def test_generate_text_prompt(model):
+    if model.tokenizer is None:
+        with model.session() as s, pytest.raises(ValueError, match="tokenizer"):
+            s.generate("In the beginning", 4)
+        pytest.skip("a text prompt needs the model's tokenizer (models/kjv-mini)")
+    text = open(REF["text"], encoding="utf-8").read()
+    prompt = model.tokenizer.encode(text)[:16]
+    assert prompt == ints("gen.prompt")
+    with model.session() as s:
+        g = s.generate_text(model.tokenizer.decode(prompt), 16, temperature=0)
+    assert g.tokens == ints("gen.greedy")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@
 //!
 //! Handles free themselves on drop; a [`Session`] borrows its [`Model`], so the borrow checker
 //! enforces the C ABI's rule that sessions are freed before their model. Every failure is an
-//! [`Error`] carrying the status and the library's message.
+//! [`Error`] carrying the status and the library's message. Text generation (ABI 1.2):
+//! [`Session::generate`] with [`SamplerOptions`] and a closure per token, or
+//! [`Session::generate_text`].
 
 pub mod sys;
 
@@ -927,6 +929,361 @@ impl Session<'_> {
 impl Drop for Session<'_> {
     fn drop(&mut self) {
         unsafe { sys::kvc_session_free(self.ptr.as_ptr()) }
+    }
+}
+
+// ---- Sampling and generation (ABI 1.2) -----------------------------------------------------------
+
+/// The sampler's settings (`kvc_sampler_options`); `Default` is the library's defaults
+/// (temperature 1, every filter off, repetition window 64, seed 0). The chain, in the order of
+/// Hugging Face transformers: repetition penalty over the last `repetition_last_n` ids of the
+/// history (-1: all, 0: none); `temperature` 0 is greedy, else the logits are divided by it;
+/// `top_k` (0 = off), `top_p` (1 = off) and `min_p` (0 = off) filter the candidates; one token
+/// is drawn with the SplitMix64 stream of `seed`, so a seed gives the same tokens on every run.
+/// Values outside the ranges below fail with `Status::InvalidArgument` naming the field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplerOptions {
+    /// >= 0; 0 = greedy.
+    pub temperature: f32,
+    /// >= 0; 0 = off.
+    pub top_k: i32,
+    /// In (0, 1]; 1 = off.
+    pub top_p: f32,
+    /// In [0, 1]; 0 = off.
+    pub min_p: f32,
+    /// > 0; 1 = off; > 1 discourages repeats.
+    pub repetition_penalty: f32,
+    /// Tokens of history penalized: -1 all, 0 none.
+    pub repetition_last_n: i32,
+    pub seed: u64,
+}
+
+impl Default for SamplerOptions {
+    fn default() -> Self {
+        let o: sys::kvc_sampler_options = unsafe { sys::init(sys::kvc_sampler_options_init_size) };
+        SamplerOptions {
+            temperature: o.temperature,
+            top_k: o.top_k,
+            top_p: o.top_p,
+            min_p: o.min_p,
+            repetition_penalty: o.repetition_penalty,
+            repetition_last_n: o.repetition_last_n,
+            seed: o.seed,
+        }
+    }
+}
+
+impl SamplerOptions {
+    /// Greedy decoding: the largest logit (the lowest id among equal ones).
+    pub fn greedy() -> Self {
+        SamplerOptions {
+            temperature: 0.0,
+            ..SamplerOptions::default()
+        }
+    }
+
+    fn raw(&self) -> sys::kvc_sampler_options {
+        let mut o: sys::kvc_sampler_options =
+            unsafe { sys::init(sys::kvc_sampler_options_init_size) };
+        o.temperature = self.temperature;
+        o.top_k = self.top_k;
+        o.top_p = self.top_p;
+        o.min_p = self.min_p;
+        o.repetition_penalty = self.repetition_penalty;
+        o.repetition_last_n = self.repetition_last_n;
+        o.seed = self.seed;
+        o
+    }
+}
+
+/// The library's sampler (`kvc_sampler`): turns logits into a token. It keeps its history (for
+/// the repetition penalty) and its place in the random stream across calls; pass it to
+/// [`Session::generate_with`] to continue both over several generations. One thread at a time.
+pub struct Sampler {
+    ptr: NonNull<sys::kvc_sampler>,
+}
+
+unsafe impl Send for Sampler {}
+
+impl Sampler {
+    pub fn new(options: &SamplerOptions) -> Result<Sampler> {
+        let o = options.raw();
+        let mut out = ptr::null_mut();
+        check(
+            unsafe { sys::kvc_sampler_create(&o, &mut out) },
+            "kvc_sampler_create",
+        )?;
+        Ok(Sampler {
+            ptr: NonNull::new(out).expect("non-null"),
+        })
+    }
+
+    /// Clears the history and restarts the random stream: the next tokens repeat the first.
+    pub fn reset(&mut self) -> Result<()> {
+        check(
+            unsafe { sys::kvc_sampler_reset(self.ptr.as_ptr()) },
+            "kvc_sampler_reset",
+        )
+    }
+
+    /// Appends ids the sampler did not pick (a prompt) to the history.
+    pub fn accept(&mut self, ids: &[i32]) -> Result<()> {
+        check(
+            unsafe { sys::kvc_sampler_accept(self.ptr.as_ptr(), ids.as_ptr(), ids.len()) },
+            "kvc_sampler_accept",
+        )
+    }
+
+    /// Samples one id from `logits` (e.g. [`Session::step`]'s with [`Logits::Last`]) and
+    /// appends it to the history. NaN and -inf are never chosen.
+    pub fn sample(&mut self, logits: &[f32]) -> Result<i32> {
+        let mut token = 0i32;
+        check(
+            unsafe {
+                sys::kvc_sampler_sample(
+                    self.ptr.as_ptr(),
+                    logits.as_ptr(),
+                    logits.len(),
+                    &mut token,
+                )
+            },
+            "kvc_sampler_sample",
+        )?;
+        Ok(token)
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        unsafe { sys::kvc_sampler_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// Options of [`Session::generate`] (`kvc_generate_options`); `Default`: 128 tokens, no stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerateOptions {
+    /// Tokens to generate at most (>= 0).
+    pub max_tokens: i32,
+    /// Stop sequences (non-empty), matched on the generated text wherever token boundaries
+    /// fall; needs the model's tokenizer.
+    pub stop: Vec<String>,
+    /// Ids that end the generation when sampled.
+    pub stop_tokens: Vec<i32>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        let o: sys::kvc_generate_options =
+            unsafe { sys::init(sys::kvc_generate_options_init_size) };
+        GenerateOptions {
+            max_tokens: o.max_tokens,
+            stop: Vec::new(),
+            stop_tokens: Vec::new(),
+        }
+    }
+}
+
+/// Why a generation ended (`kvc_stop_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The text produced the stop sequence at this index of [`GenerateOptions::stop`].
+    Sequence(usize),
+    /// The token at this index of [`GenerateOptions::stop_tokens`] was sampled.
+    Token(usize),
+    /// The callback returned `false`.
+    Callback,
+    /// A reason this crate does not know (a newer library).
+    Other(i32),
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    /// The generated ids, the last (stop) one included.
+    pub tokens: Vec<i32>,
+    /// The released text: every piece, concatenated (stop sequences and stop tokens excluded).
+    pub text: String,
+    pub stop_reason: StopReason,
+}
+
+/// What the C callback reaches through `user_data`: the caller's closure, the text so far, and
+/// a panic of the closure to resume once the C call has returned.
+struct TokenSink<'f> {
+    on_token: &'f mut dyn FnMut(i32, &str) -> bool,
+    text: Vec<u8>,
+    panic: Option<Box<dyn std::any::Any + Send + 'static>>,
+}
+
+unsafe extern "C" fn token_trampoline(
+    user_data: *mut std::os::raw::c_void,
+    token: i32,
+    piece: *const c_char,
+    piece_len: usize,
+) -> i32 {
+    let sink = &mut *(user_data as *mut TokenSink);
+    if sink.panic.is_some() {
+        return 1;
+    }
+    let bytes: &[u8] = if piece_len == 0 || piece.is_null() {
+        &[]
+    } else {
+        std::slice::from_raw_parts(piece as *const u8, piece_len)
+    };
+    sink.text.extend_from_slice(bytes);
+    let text = String::from_utf8_lossy(bytes);
+    let on_token = &mut sink.on_token;
+    // A panic must not unwind into C: it stops the generation and is resumed afterwards.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_token(token, &text))) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(payload) => {
+            sink.panic = Some(payload);
+            1
+        }
+    }
+}
+
+impl Session<'_> {
+    /// Generates up to `options.max_tokens` tokens after `prompt` (appended to what the
+    /// session holds; at least one id) with a new sampler of `sampling`, calling
+    /// `on_token(id, piece)` as soon as each token is sampled; return `false` to stop after it.
+    /// The pieces concatenate to the generated text; a piece is empty while its text could
+    /// still begin a stop sequence or ends in a split UTF-8 character (a later piece then holds
+    /// it). Afterwards the session holds the prompt and every generated token but the last,
+    /// which was not fed: pass it as the first token of the next prompt to continue. A panic
+    /// in `on_token` stops the generation and is resumed when the call returns.
+    ///
+    /// ```no_run
+    /// # let model = kvc::Model::load("models/kjv-mini", &Default::default())?;
+    /// # let mut session = model.session(&kvc::SessionOptions::new())?;
+    /// # let ids = vec![1, 2, 3];
+    /// let sampling = kvc::SamplerOptions { temperature: 0.8, seed: 42, ..Default::default() };
+    /// let options = kvc::GenerateOptions { max_tokens: 64, stop: vec!["\n\n".into()],
+    ///     ..Default::default() };
+    /// let g = session.generate(&ids, &sampling, &options, |_, piece| {
+    ///     print!("{}", piece);
+    ///     true
+    /// })?;
+    /// println!("\n{:?}", g.stop_reason);
+    /// # Ok::<(), kvc::Error>(())
+    /// ```
+    pub fn generate<F>(
+        &mut self,
+        prompt: &[i32],
+        sampling: &SamplerOptions,
+        options: &GenerateOptions,
+        mut on_token: F,
+    ) -> Result<Generation>
+    where
+        F: FnMut(i32, &str) -> bool,
+    {
+        let mut sampler = Sampler::new(sampling)?;
+        self.run_generate(prompt, &mut sampler, options, &mut on_token)
+    }
+
+    /// [`Session::generate`] with a [`Sampler`] of the caller's, whose history and random
+    /// stream go on from where they are.
+    pub fn generate_with<F>(
+        &mut self,
+        prompt: &[i32],
+        sampler: &mut Sampler,
+        options: &GenerateOptions,
+        mut on_token: F,
+    ) -> Result<Generation>
+    where
+        F: FnMut(i32, &str) -> bool,
+    {
+        self.run_generate(prompt, sampler, options, &mut on_token)
+    }
+
+    /// [`Session::generate`] to the end, without a callback: the text, the ids and why it
+    /// stopped.
+    pub fn generate_text(
+        &mut self,
+        prompt: &[i32],
+        sampling: &SamplerOptions,
+        options: &GenerateOptions,
+    ) -> Result<Generation> {
+        self.generate(prompt, sampling, options, |_, _| true)
+    }
+
+    fn run_generate(
+        &mut self,
+        prompt: &[i32],
+        sampler: &mut Sampler,
+        options: &GenerateOptions,
+        on_token: &mut dyn FnMut(i32, &str) -> bool,
+    ) -> Result<Generation> {
+        const CALL: &str = "kvc_generate";
+        let stop = options
+            .stop
+            .iter()
+            .map(|s| cstring(s, "a stop sequence", CALL))
+            .collect::<Result<Vec<_>>>()?;
+        let stop_ptrs: Vec<*const c_char> = stop.iter().map(|c| c.as_ptr()).collect();
+        let mut sink = TokenSink {
+            on_token,
+            text: Vec::new(),
+            panic: None,
+        };
+        let mut o: sys::kvc_generate_options =
+            unsafe { sys::init(sys::kvc_generate_options_init_size) };
+        o.max_tokens = options.max_tokens;
+        o.stop = if stop_ptrs.is_empty() {
+            ptr::null()
+        } else {
+            stop_ptrs.as_ptr()
+        };
+        o.n_stop = stop_ptrs.len();
+        o.stop_tokens = if options.stop_tokens.is_empty() {
+            ptr::null()
+        } else {
+            options.stop_tokens.as_ptr()
+        };
+        o.n_stop_tokens = options.stop_tokens.len();
+        o.on_token = Some(token_trampoline);
+        o.user_data = &mut sink as *mut TokenSink as *mut std::os::raw::c_void;
+        let mut tokens = vec![0i32; options.max_tokens.max(0) as usize];
+        let mut r: sys::kvc_generate_result =
+            unsafe { sys::init(sys::kvc_generate_result_init_size) };
+        let status = unsafe {
+            sys::kvc_generate(
+                self.ptr.as_ptr(),
+                sampler.ptr.as_ptr(),
+                prompt.as_ptr(),
+                prompt.len(),
+                &o,
+                if tokens.is_empty() {
+                    ptr::null_mut()
+                } else {
+                    tokens.as_mut_ptr()
+                },
+                tokens.len(),
+                &mut r,
+            )
+        };
+        // Read the library's message before anything else can call into it on this thread.
+        let result = check(status, CALL);
+        if let Some(payload) = sink.panic.take() {
+            std::panic::resume_unwind(payload);
+        }
+        result?;
+        tokens.truncate(r.n_tokens.max(0) as usize);
+        let index = r.stop_index.max(0) as usize;
+        let stop_reason = match r.stop_reason {
+            sys::KVC_STOP_MAX_TOKENS => StopReason::MaxTokens,
+            sys::KVC_STOP_SEQUENCE => StopReason::Sequence(index),
+            sys::KVC_STOP_TOKEN => StopReason::Token(index),
+            sys::KVC_STOP_CALLBACK => StopReason::Callback,
+            other => StopReason::Other(other),
+        };
+        Ok(Generation {
+            tokens,
+            text: String::from_utf8_lossy(&sink.text).into_owned(),
+            stop_reason,
+        })
     }
 }
 

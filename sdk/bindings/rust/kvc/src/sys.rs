@@ -5,11 +5,12 @@
 //! [`init`]), so a newer library, whose structs grew at the end, writes exactly this layout.
 #![allow(non_camel_case_types)]
 
-use std::os::raw::{c_char, c_double, c_float, c_int};
+use std::os::raw::{c_char, c_double, c_float, c_int, c_void};
 
 pub const KVC_ABI_VERSION_MAJOR: u32 = 1;
-/// The `*_init_size` functions and typed parameters arrived in ABI 1.1.
-pub const KVC_ABI_VERSION_MINOR_REQUIRED: u32 = 1;
+/// The `*_init_size` functions and typed parameters arrived in ABI 1.1, sampling and
+/// generation (linked by this crate) in 1.2.
+pub const KVC_ABI_VERSION_MINOR_REQUIRED: u32 = 2;
 pub const KVC_DEFAULT_BLOCK_SIZE: i32 = 64;
 
 pub type kvc_status = c_int;
@@ -50,6 +51,15 @@ pub struct kvc_policy_list {
 pub struct kvc_policy_params {
     _opaque: [u8; 0],
 }
+#[repr(C)]
+pub struct kvc_sampler {
+    _opaque: [u8; 0],
+}
+
+pub const KVC_STOP_MAX_TOKENS: c_int = 0;
+pub const KVC_STOP_SEQUENCE: c_int = 1;
+pub const KVC_STOP_TOKEN: c_int = 2;
+pub const KVC_STOP_CALLBACK: c_int = 3;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -169,6 +179,51 @@ pub struct kvc_policy_info {
     pub path: *const c_char,
     pub n_params: usize,
     pub params: *const kvc_param_info,
+}
+
+// ABI minor 2: sampling and generation.
+
+#[repr(C)]
+pub struct kvc_sampler_options {
+    pub struct_size: usize,
+    pub temperature: c_float,
+    pub top_k: i32,
+    pub top_p: c_float,
+    pub min_p: c_float,
+    pub repetition_penalty: c_float,
+    pub repetition_last_n: i32,
+    pub seed: u64,
+}
+
+/// `kvc_token_callback`: return 0 to go on, nonzero to stop after this token.
+pub type kvc_token_callback = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        token: i32,
+        piece: *const c_char,
+        piece_len: usize,
+    ) -> i32,
+>;
+
+#[repr(C)]
+pub struct kvc_generate_options {
+    pub struct_size: usize,
+    pub max_tokens: i32,
+    pub stop: *const *const c_char,
+    pub n_stop: usize,
+    pub stop_tokens: *const i32,
+    pub n_stop_tokens: usize,
+    pub on_token: kvc_token_callback,
+    pub user_data: *mut c_void,
+}
+
+#[repr(C)]
+pub struct kvc_generate_result {
+    pub struct_size: usize,
+    pub n_tokens: i32,
+    pub stop_reason: c_int,
+    pub stop_index: i32,
+    pub text_len: u64,
 }
 
 extern "C" {
@@ -343,6 +398,37 @@ extern "C" {
         extra_path: *const c_char,
         params: *const kvc_param,
         n_params: usize,
+    ) -> kvc_status;
+
+    pub fn kvc_sampler_options_init_size(options: *mut kvc_sampler_options, struct_size: usize);
+    pub fn kvc_sampler_create(
+        options: *const kvc_sampler_options,
+        out: *mut *mut kvc_sampler,
+    ) -> kvc_status;
+    pub fn kvc_sampler_free(sampler: *mut kvc_sampler);
+    pub fn kvc_sampler_reset(sampler: *mut kvc_sampler) -> kvc_status;
+    pub fn kvc_sampler_accept(
+        sampler: *mut kvc_sampler,
+        tokens: *const i32,
+        n_tokens: usize,
+    ) -> kvc_status;
+    pub fn kvc_sampler_sample(
+        sampler: *mut kvc_sampler,
+        logits: *const c_float,
+        n_logits: usize,
+        token: *mut i32,
+    ) -> kvc_status;
+    pub fn kvc_generate_options_init_size(options: *mut kvc_generate_options, struct_size: usize);
+    pub fn kvc_generate_result_init_size(result: *mut kvc_generate_result, struct_size: usize);
+    pub fn kvc_generate(
+        session: *mut kvc_session,
+        sampler: *mut kvc_sampler,
+        prompt: *const i32,
+        n_prompt: usize,
+        options: *const kvc_generate_options,
+        tokens: *mut i32,
+        tokens_capacity: usize,
+        result: *mut kvc_generate_result,
     ) -> kvc_status;
 }
 
