@@ -523,6 +523,23 @@ void Options::apply_toml(const toml::table& root, const std::string& origin) {
       const std::string at = toml_where(origin, node.source()) + ": [" + section + "] " + key;
       Option* o = find(section, key);
       if (!o || o->kind == Kind::ParamList) {
+        if (section == "policy" && node.is_table()) {
+          // [policy.<mode>]: parameters of that mode only.
+          for (auto&& item : *node.as_table()) {
+            const std::string name(item.first.str());
+            const std::string item_at = toml_where(origin, item.second.source()) + ": [policy." +
+                                        key + "] " + name;
+            auto value = toml_to_param(item.second);
+            if (!value)
+              throw UsageError(item_at + ": a policy parameter must be a number, boolean, "
+                                         "string or an array of integers or of strings, got " +
+                               toml_type_name(item.second));
+            mode_params_[key].push_back({name, std::move(*value), Source::Config,
+                                         toml_where(origin, item.second.source()) +
+                                             " [policy." + key + "]"});
+          }
+          continue;
+        }
         if (section == "policy") {
           // Any other [policy] key is a parameter of the policy, checked against its schema.
           auto value = toml_to_param(node);

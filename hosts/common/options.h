@@ -119,6 +119,18 @@ class Options {
   // the config's [policy] table, then `--param NAME=VALUE` flags (a flag replaces the
   // config's value of the same name; one name given twice on the command line is an error).
   const std::vector<PolicyParam>& extra_policy_params() const { return extra_params_; }
+  // The parameters of one mode only: a config's [policy.<mode>] table (e.g. [policy.snapkv]
+  // heavy_size = 348). They take precedence over the [policy] table, not over the command line.
+  const std::vector<PolicyParam>& mode_policy_params(const std::string& mode) const {
+    static const std::vector<PolicyParam> none;
+    auto it = mode_params_.find(mode);
+    return it == mode_params_.end() ? none : it->second;
+  }
+  std::vector<std::string> modes_with_params() const {
+    std::vector<std::string> modes;
+    for (const auto& [mode, params] : mode_params_) modes.push_back(mode);
+    return modes;
+  }
 
   std::string help_text(const std::string& synopsis) const;
   const std::string& program() const { return program_; }
@@ -136,6 +148,7 @@ class Options {
   std::vector<std::string> sections_;
   std::vector<Option> options_;
   std::vector<PolicyParam> extra_params_;
+  std::map<std::string, std::vector<PolicyParam>> mode_params_;
   std::string config_path_;
 };
 

@@ -264,6 +264,14 @@ RunSpec make_run(const Options& options, const PolicyCatalog& catalog, const std
     return std::find(schema.begin(), schema.end(), name) != schema.end();
   };
   std::map<std::string, std::vector<std::pair<Source, Given>>> sources;
+  // [policy.<mode>] first: among the config's values, the mode's own win (the sort below
+  // keeps this order within a source).
+  for (const PolicyParam& p : options.mode_policy_params(mode)) {
+    if (!has(p.name))
+      throw UsageError(p.origin + ": policy '" + run.mode + "' has no parameter '" + p.name +
+                       "'");
+    sources[p.name].push_back({p.source, {p.origin, p.value}});
+  }
   for (const auto& key : seed_policy_keys()) {
     const Option& o = options.get("policy", key);
     if (o.source == Source::Default || std::holds_alternative<std::monostate>(o.value)) continue;

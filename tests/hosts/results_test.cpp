@@ -507,3 +507,37 @@ TEST_F(Programs, TaskRunsAreRecordedAndRepeatable) {
 }
 
 }  // namespace
+
+namespace {
+
+// [policy.<mode>] tables set parameters of one mode only, so --mode all can run every method at
+// the same budget.
+TEST_F(Programs, PerModeConfigTables) {
+  write("c.toml",
+        "[policy]\nname = \"all\"\nstart_size = 2\nrecent_size = 6\nheavy_size = 4\n"
+        "[policy.snapkv]\nheavy_size = 5\n[policy.tova]\nbudget = 12\n");
+  auto r = eval(concat(text_model_flags(), {"--config", "c.toml", "--data_dir", "data",
+                                            "--output_dir", "out", "--num_eval_tokens", "20",
+                                            "--figures=false"}));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(read_json("out/ppl_results_h2o.json").at("config").at("heavy_size"), 4);
+  EXPECT_EQ(read_json("out/ppl_results_snapkv.json").at("config").at("heavy_size"), 5);
+  EXPECT_EQ(read_json("out/ppl_results_tova.json").at("config").at("budget"), 12);
+  // The command line still wins.
+  auto flag = eval(concat(text_model_flags(),
+                          {"--config", "c.toml", "--mode", "snapkv", "--heavy_size", "7",
+                           "--data_dir", "data", "--output_dir", "f", "--num_eval_tokens", "20",
+                           "--figures=false"}));
+  ASSERT_EQ(flag.rc, 0) << flag.err;
+  EXPECT_EQ(read_json("f/ppl_results_snapkv.json").at("config").at("heavy_size"), 7);
+  // A parameter the mode does not have is an error naming the table.
+  write("bad.toml", "[policy]\nname = \"streaming\"\n[policy.streaming]\nheavy_size = 3\n");
+  auto bad = eval(concat(text_model_flags(), {"--config", "bad.toml", "--data_dir", "data",
+                                              "--output_dir", "o"}));
+  EXPECT_EQ(bad.rc, 2);
+  EXPECT_NE(bad.err.find("[policy.streaming]"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("heavy_size"), std::string::npos) << bad.err;
+  EXPECT_EQ(count_files("o"), 0);
+}
+
+}  // namespace
