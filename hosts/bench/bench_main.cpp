@@ -179,6 +179,7 @@ int run_bench(Options& options) {
   std::vector<std::string> warnings;
   const std::string mode = options.get_string("policy", "name");
   PolicyCatalog catalog(options.get_opt_string("policy", "search_path").value_or(""));
+  check_mode_tables(options, catalog);
   std::vector<Plan> plans;
   if (mode == "all") {
     for (const auto& name : catalog.all_modes()) {

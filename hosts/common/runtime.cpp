@@ -327,6 +327,16 @@ RunSpec make_run(const Options& options, const PolicyCatalog& catalog, const std
   return run;
 }
 
+void check_mode_tables(const Options& options, const PolicyCatalog& catalog) {
+  const std::vector<std::string> known = catalog.all_modes();
+  for (const auto& m : options.modes_with_params())
+    if (std::find(known.begin(), known.end(), m) == known.end()) {
+      const std::string hint = closest(m, known);
+      throw UsageError("[policy." + m + "]: no mode '" + m + "' is installed" +
+                       (hint.empty() ? "" : " (did you mean [policy." + hint + "]?)"));
+    }
+}
+
 SessionPtr make_session(kvc_model* model, const RunSpec& run, int64_t max_entries) {
   kvc_session_options so;
   kvc_session_options_init(&so);

@@ -111,6 +111,10 @@ RunSpec make_run(const Options& options, const PolicyCatalog& catalog, const std
                  bool strict, std::vector<std::string>* warnings,
                  const std::vector<ParamOverride>& overrides = {});
 
+// Every [policy.<mode>] table of the config names an installed mode (a typo would silently not
+// apply); UsageError otherwise.
+void check_mode_tables(const Options& options, const PolicyCatalog& catalog);
+
 // Creates a session of `run`; max_entries 0 = the engine's default.
 SessionPtr make_session(kvc_model* model, const RunSpec& run, int64_t max_entries);
 

@@ -1,5 +1,7 @@
 #include "plan.h"
 
+#include <algorithm>
+
 #include "modes.h"
 #include "schema.h"
 
@@ -76,6 +78,7 @@ Plan plan_runs(const Options& options, const PolicyCatalog& catalog,
   Plan plan;
   const std::string mode = options.get_string("policy", "name");
   const std::string baseline = options.get_string("eval", "baseline");
+  check_mode_tables(options, catalog);
   ProtocolSettings& p = plan.protocols;
   p.chunk_size = options.get_int("eval", "chunk_size");
   p.stride = options.get_int("eval", "stride");

@@ -541,3 +541,21 @@ TEST_F(Programs, PerModeConfigTables) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(Programs, PerModeTableOfAnUnknownModeIsAnError) {
+  write("c.toml", "[policy]\nname = \"h2o\"\n[policy.snapvk]\nheavy_size = 5\n");
+  auto r = eval(concat(text_model_flags(), {"--config", "c.toml", "--data_dir", "data",
+                                            "--output_dir", "o"}));
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("[policy.snapvk]: no mode 'snapvk'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("did you mean [policy.snapkv]"), std::string::npos) << r.err;
+  auto b = bench({"--config", "c.toml", "--model_name_or_path", "synthetic:pythia-70m",
+                  "--output_dir", "o"});
+  EXPECT_EQ(b.rc, 2);
+  EXPECT_NE(b.err.find("[policy.snapvk]"), std::string::npos) << b.err;
+  EXPECT_EQ(count_files("o"), 0);
+}
+
+}  // namespace
