@@ -91,7 +91,8 @@ TEST_F(ScaleOut, ItemsAreSplitDeterministicallyAndBalanced) {
   EXPECT_EQ(json::parse(again.out).at("items"), items.at("items"));
   // One continuous cache per run: one item per run.
   auto continuous = eval(work({"--list_items", "--continuous_cache"}));
-  for (const auto& item : json::parse(continuous.out).at("items"))
+  const json continuous_items = json::parse(continuous.out);  // outlives the loop below
+  for (const auto& item : continuous_items.at("items"))
     if (item.at("run") == "streaming") EXPECT_TRUE(item.at("file").is_null());
 }
 
