@@ -23,6 +23,9 @@ namespace {
 
 constexpr float kF16Logit = 3e-2f, kF16Nll = 2e-2f;
 constexpr float kBf16Logit = 1.5e-1f, kBf16Nll = 1e-1f;
+// The fixtures have no tokenizer: SepLLM's separators as token ids (vocabulary of 128, so the
+// random texts hold several).
+constexpr const char* kSeparators = "1,2,3,4,5,6,7,8";
 constexpr double kScoreKeepMismatch = 0.02;
 
 const char* const kModels[] = {"neox-par-r25", "neox-seq-r100", "neox-hd40",   "neox-sharded",
@@ -174,11 +177,12 @@ std::vector<PolicyCase> policy_cases() {
        true},
       {"sepllm", "sepllm",
        {{"start_size", "2"}, {"separator_size", "4"}, {"local_size", "8"},
-        {"cache_size", "20"}},
+        {"cache_size", "20"}, {"separators", kSeparators}},
        false},
       {"unified", "unified",
        {{"start_size", "2"}, {"separator_size", "4"}, {"heavy_size", "4"},
-        {"local_size", "8"}},
+        {"local_size", "8"},
+        {"separators", kSeparators}},
        true},
       // The methods beyond the seed, and Ada-KV's adaptive allocation (device rings and
       // derived signals; see docs/cuda.md).
