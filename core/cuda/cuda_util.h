@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "common/error.h"
+#include "rule_math.h"
 
 namespace kvc::cuda {
 
@@ -30,7 +31,16 @@ namespace kvc::cuda {
            std::string("cuBLAS: ") + #call + " failed: " + cublasGetStatusString(kvc_s_)); \
   } while (0)
 
-// Owning device allocation; resize discards the contents.
+// Capacity in bytes for a buffer asked to hold `bytes` that holds `current`: geometric
+// (rule_math::grown_capacity, host-tested), so a size growing by one token per step
+// reallocates O(log n) times, not at every step.
+inline size_t grown_bytes(size_t bytes, size_t current) {
+  return static_cast<size_t>(rule_math::grown_capacity(static_cast<int64_t>(bytes),
+                                                       static_cast<int64_t>(current), 4096,
+                                                       256));
+}
+
+// Owning device allocation; resize discards the contents when it grows (geometrically).
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
@@ -39,9 +49,10 @@ class DeviceBuffer {
   ~DeviceBuffer() { release(); }
   void resize(size_t bytes) {
     if (bytes <= bytes_) return;
+    const size_t cap = grown_bytes(bytes, bytes_);
     release();
-    KVC_CUDA(cudaMalloc(&ptr_, bytes));
-    bytes_ = bytes;
+    KVC_CUDA(cudaMalloc(&ptr_, cap));
+    bytes_ = cap;
   }
   void swap(DeviceBuffer& o) {
     std::swap(ptr_, o.ptr_);
@@ -70,11 +81,12 @@ class PinnedBuffer {
   }
   void resize(size_t bytes) {
     if (bytes <= bytes_) return;
+    const size_t cap = grown_bytes(bytes, bytes_);
     if (ptr_) cudaFreeHost(ptr_);
     ptr_ = nullptr;
     bytes_ = 0;
-    KVC_CUDA(cudaMallocHost(&ptr_, bytes));
-    bytes_ = bytes;
+    KVC_CUDA(cudaMallocHost(&ptr_, cap));
+    bytes_ = cap;
   }
   template <typename T = void> T* get() const { return static_cast<T*>(ptr_); }
 

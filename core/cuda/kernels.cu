@@ -92,29 +92,33 @@ __global__ void gather_tables_kernel(DeviceCache c, const int32_t* offset, const
   const int n = count[i];
   if (n < 0) return;
   const size_t base = static_cast<size_t>(i) * c.table_cap;
-  int32_t* s_slot = scratch + 2 * base;
+  int32_t* s_slot = scratch + 3 * base;
   int32_t* s_pos = s_slot + c.table_cap;
+  int32_t* s_tok = s_pos + c.table_cap;
   const int32_t* r = ranks + offset[i];
   for (int j = threadIdx.x; j < n; j += blockDim.x) {
     s_slot[j] = c.slot_table[base + r[j]];
     s_pos[j] = c.pos_table[base + r[j]];
+    if (c.tok_table) s_tok[j] = c.tok_table[base + r[j]];
   }
   __syncthreads();  // every read of the old table precedes the first write
   for (int j = threadIdx.x; j < n; j += blockDim.x) {
     c.slot_table[base + j] = s_slot[j];
     c.pos_table[base + j] = s_pos[j];
+    if (c.tok_table) c.tok_table[base + j] = s_tok[j];
   }
 }
 
 __global__ void write_tables_kernel(DeviceCache c, const int32_t* sizes, const int32_t* first,
                                     const int32_t* entry_offset, const int32_t* slots,
-                                    const int32_t* positions) {
+                                    const int32_t* positions, const int32_t* tokens) {
   const int i = blockIdx.x;
   const size_t base = static_cast<size_t>(i) * c.table_cap;
   const int f = first[i], size = sizes[i], e = entry_offset[i];
   for (int r = f + threadIdx.x; r < size; r += blockDim.x) {
     c.slot_table[base + r] = slots[e + r - f];
     c.pos_table[base + r] = positions[e + r - f];
+    if (c.tok_table && tokens) c.tok_table[base + r] = tokens[e + r - f];
   }
   if (threadIdx.x == 0) c.sizes[i] = size;
 }
@@ -164,6 +168,7 @@ __global__ void append_kv_kernel(DeviceCache c, int layer, const float* qkv, con
     c.norm[s] = sqrtf(norm);
     c.acc[s] = 0.0f;
     c.last[s] = 0.0f;
+    if (c.protect) c.protect[s] = 0;
   }
   // The slot's rings start empty: no earlier query attended this entry.
   const size_t ring = (static_cast<size_t>(head) * c.slot_cap + slot) * c.window;
@@ -379,9 +384,9 @@ void gather_tables(const DeviceCache& c, int n_heads_total, const int32_t* offse
 
 void write_tables(const DeviceCache& c, int n_heads_total, const int32_t* sizes,
                   const int32_t* first, const int32_t* entry_offset, const int32_t* slots,
-                  const int32_t* positions, cudaStream_t stream) {
+                  const int32_t* positions, const int32_t* tokens, cudaStream_t stream) {
   write_tables_kernel<<<n_heads_total, 64, 0, stream>>>(c, sizes, first, entry_offset, slots,
-                                                        positions);
+                                                        positions, tokens);
 }
 
 void append_kv(const DeviceCache& c, int layer, const float* qkv, const float* qkv_bias, int n,

@@ -25,6 +25,11 @@ struct DeviceCache {
   int32_t* slot_table = nullptr;  // [n_heads_total][table_cap] rank -> slot
   int32_t* pos_table = nullptr;   // [n_heads_total][table_cap] rank -> original position
   int32_t* sizes = nullptr;       // [n_heads_total] entries per head
+  // [n_heads_total][table_cap] rank -> token id (the device rule's separators); NULL: not kept.
+  int32_t* tok_table = nullptr;
+  // [n_heads_total][slot_cap] the device rule's lazy protection by slot (append_kv clears the
+  // new slot's); NULL unless the rule runs on the device.
+  uint8_t* protect = nullptr;
   int64_t slot_cap = 0;
   int64_t table_cap = 0;
   int n_heads = 0;  // per layer
@@ -40,15 +45,15 @@ void layer_norm(const float* x, const float* w, const float* b, float eps, int n
                 void* out, bool bf16, cudaStream_t stream);
 
 // Replays plans: head i keeps ranks gather_ranks[offset[i] ...+count[i]) (count < 0: none).
-// `scratch` holds 2 * n_heads_total * table_cap int32.
+// `scratch` holds 3 * n_heads_total * table_cap int32 (slots, positions, tokens).
 void gather_tables(const DeviceCache& c, int n_heads_total, const int32_t* offset,
                    const int32_t* count, const int32_t* gather_ranks, int32_t* scratch,
                    cudaStream_t stream);
-// Writes ranks [first[i], sizes[i]) of head i from slots/positions[entry_offset[i] ...] and
-// copies `sizes` into the cache.
+// Writes ranks [first[i], sizes[i]) of head i from slots/positions/tokens[entry_offset[i] ...]
+// (tokens only where the cache keeps tok_table) and copies `sizes` into the cache.
 void write_tables(const DeviceCache& c, int n_heads_total, const int32_t* sizes,
                   const int32_t* first, const int32_t* entry_offset, const int32_t* slots,
-                  const int32_t* positions, cudaStream_t stream);
+                  const int32_t* positions, const int32_t* tokens, cudaStream_t stream);
 
 // For layer `layer`: qkv = GEMM output [n][3*hidden] (no bias). Writes the n new keys
 // (pre-rotary) and values of every head into their slots (ranks sizes-n .. sizes-1), resets

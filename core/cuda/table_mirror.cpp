@@ -70,6 +70,7 @@ void TableMirror::prepare(const KvCache& cache, TableUpload& out) {
   out.entry_offset.assign(n + 1, 0);
   out.slots.clear();
   out.positions.clear();
+  out.tokens.clear();
   out.any_gather = false;
   for (size_t i = 0; i < n; ++i) {
     const HeadCache& h = cache.head_at(i);
@@ -89,12 +90,18 @@ void TableMirror::prepare(const KvCache& cache, TableUpload& out) {
     for (int64_t r = first; r < size; ++r) {
       out.slots.push_back(h.slots()[static_cast<size_t>(r)]);
       out.positions.push_back(static_cast<int32_t>(h.positions()[static_cast<size_t>(r)]));
+      out.tokens.push_back(h.token_ids()[static_cast<size_t>(r)]);
     }
     state_[i] = State::kClean;
     device_size_[i] = size;
     pending_count_[i] = -1;
   }
   out.entry_offset[n] = static_cast<int32_t>(out.slots.size());
+}
+
+void TableMirror::device_applied(const KvCache& cache) {
+  for (size_t i = 0; i < state_.size(); ++i)
+    if (state_[i] == State::kClean) device_size_[i] = cache.head_at(i).size();
 }
 
 }  // namespace kvc::cuda

@@ -28,7 +28,7 @@ struct TableUpload {
   // Then ranks [first[i], sizes[i]) of head i are written from
   // slots/positions[entry_offset[i] ...]; entry_offset has n_heads + 1 items.
   std::vector<int32_t> first, entry_offset;
-  std::vector<int32_t> slots, positions;
+  std::vector<int32_t> slots, positions, tokens;  // tokens: the entries' token ids
   bool any_gather = false;
 };
 
@@ -42,6 +42,9 @@ class TableMirror {
   void plan_applied(const kvc_plan& plan, const KvCache& cache);
   // What the device lacks to match `cache`; afterwards the mirror assumes it was applied.
   void prepare(const KvCache& cache, TableUpload& out);
+  // The device applied a plan itself (the device rule) and `cache` now holds the same result:
+  // every head whose table was current stays current at its new size; others stay as they were.
+  void device_applied(const KvCache& cache);
 
   // For tests: whether head i is current on the device.
   bool clean(size_t head) const { return state_[head] == State::kClean; }

@@ -19,27 +19,31 @@ namespace {
 // What the device holds: per head, the rank -> (slot, position) table. apply() does what
 // gather_tables_kernel then write_tables_kernel do.
 struct SimulatedDevice {
-  std::vector<std::vector<int32_t>> slots, positions;
-  explicit SimulatedDevice(size_t heads) : slots(heads), positions(heads) {}
+  std::vector<std::vector<int32_t>> slots, positions, tokens;
+  explicit SimulatedDevice(size_t heads) : slots(heads), positions(heads), tokens(heads) {}
   void apply(const TableUpload& u) {
     for (size_t i = 0; i < slots.size(); ++i) {
       if (u.gather_count[i] >= 0) {
-        std::vector<int32_t> s, p;
+        std::vector<int32_t> s, p, t;
         for (int32_t j = 0; j < u.gather_count[i]; ++j) {
           const int32_t r = u.gather_ranks[static_cast<size_t>(u.gather_offset[i] + j)];
           EXPECT_LT(static_cast<size_t>(r), slots[i].size()) << "gather past the old table";
           s.push_back(slots[i].at(static_cast<size_t>(r)));
           p.push_back(positions[i].at(static_cast<size_t>(r)));
+          t.push_back(tokens[i].at(static_cast<size_t>(r)));
         }
         slots[i] = s;
         positions[i] = p;
+        tokens[i] = t;
       }
       slots[i].resize(static_cast<size_t>(u.sizes[i]), -1);
       positions[i].resize(static_cast<size_t>(u.sizes[i]), -1);
+      tokens[i].resize(static_cast<size_t>(u.sizes[i]), -1);
       for (int32_t r = u.first[i]; r < u.sizes[i]; ++r) {
         const size_t e = static_cast<size_t>(u.entry_offset[i] + r - u.first[i]);
         slots[i][static_cast<size_t>(r)] = u.slots[e];
         positions[i][static_cast<size_t>(r)] = u.positions[e];
+        tokens[i][static_cast<size_t>(r)] = u.tokens[e];
       }
     }
   }
@@ -50,6 +54,7 @@ struct SimulatedDevice {
       for (size_t r = 0; r < slots[i].size(); ++r) {
         ASSERT_EQ(slots[i][r], h.slots()[r]) << "head " << i << " rank " << r;
         ASSERT_EQ(positions[i][r], h.positions()[r]) << "head " << i << " rank " << r;
+        ASSERT_EQ(tokens[i][r], h.token_ids()[r]) << "head " << i << " rank " << r;
       }
     }
   }
@@ -57,7 +62,7 @@ struct SimulatedDevice {
 
 void append(KvCache& c, int64_t position) {
   for (size_t i = 0; i < c.n_head_caches(); ++i)
-    c.head_at(i).append(nullptr, nullptr, position, 7, false);
+    c.head_at(i).append(nullptr, nullptr, position, static_cast<int32_t>(position % 13), false);
 }
 
 struct Plan {
@@ -129,6 +134,53 @@ TEST(TableMirror, SharedKeepPlanIsReplayedFromOneList) {
   EXPECT_EQ(u.slots.size(), 4u) << "only the appended entries are sent";
   dev.apply(u);
   dev.expect_matches(cache);
+}
+
+// The device rule compacts the device tables itself; the host applies the same plan and the
+// mirror then sends only what is appended afterwards.
+TEST(TableMirror, PlansAppliedOnTheDeviceSendNothing) {
+  KvCache cache(2, 2, 4);
+  cache.set_store_kv(false);
+  TableMirror mirror(cache.n_head_caches());
+  SimulatedDevice dev(cache.n_head_caches());
+  TableUpload u;
+  for (int t = 0; t < 12; ++t) append(cache, t);
+  mirror.prepare(cache, u);
+  dev.apply(u);
+  std::mt19937 rng(3);
+  for (int round = 0; round < 20; ++round) {
+    Plan p = make_plan(cache, round % 3 == 0, round % 2 ? KVC_PLAN_EVICT : KVC_PLAN_KEEP, rng);
+    // The device's apply_plan_kernel: each head keeps its listed (KEEP) or unlisted (EVICT)
+    // ranks in order.
+    TableUpload g;
+    g.sizes.assign(cache.n_head_caches(), 0);
+    g.gather_offset.assign(cache.n_head_caches(), 0);
+    g.gather_count.assign(cache.n_head_caches(), -1);
+    g.first.assign(cache.n_head_caches(), 0);
+    g.entry_offset.assign(cache.n_head_caches() + 1, 0);
+    for (size_t i = 0; i < cache.n_head_caches(); ++i) {
+      const size_t list = p.plan.shared ? 0 : i;
+      const int32_t* ranks = p.plan.ranks + list * static_cast<size_t>(p.plan.stride);
+      std::vector<uint8_t> listed(dev.slots[i].size(), 0);
+      for (int64_t j = 0; j < p.plan.counts[list]; ++j) listed[ranks[j]] = 1;
+      g.gather_offset[i] = static_cast<int32_t>(g.gather_ranks.size());
+      for (size_t r = 0; r < listed.size(); ++r)
+        if (listed[r] == (p.plan.kind == KVC_PLAN_KEEP)) g.gather_ranks.push_back(static_cast<int32_t>(r));
+      g.gather_count[i] = static_cast<int32_t>(g.gather_ranks.size()) - g.gather_offset[i];
+      g.sizes[i] = g.gather_count[i];
+      g.first[i] = g.sizes[i];
+    }
+    dev.apply(g);
+    cache.apply(p.plan);
+    mirror.device_applied(cache);
+    dev.expect_matches(cache);
+    append(cache, 12 + round);
+    mirror.prepare(cache, u);
+    EXPECT_FALSE(u.any_gather);
+    EXPECT_EQ(u.slots.size(), cache.n_head_caches()) << "one entry per head";
+    dev.apply(u);
+    dev.expect_matches(cache);
+  }
 }
 
 TEST(TableMirror, ManualChangesAndRepeatedPlansResendWholeTables) {

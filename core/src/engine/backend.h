@@ -22,6 +22,7 @@
 namespace kvc {
 
 class KvCache;
+class RuleEngine;
 struct ModelWeights;
 
 // Exact block scoring (docs/block-scoring.md): a request whose queries attend one at a time in
@@ -75,6 +76,20 @@ class ComputeBackend {
     (void)layer;
     (void)head;
   }
+
+  // Whether this backend decides rule policies itself, where the signals live (decide_rule),
+  // instead of the engine deciding on the host over fetched signals.
+  virtual bool runs_rules() const { return false; }
+  // The decision of `rule` for the step the engine has just counted (rule.steps(); the step
+  // appended `n_new` entries), applied to the backend's state and to `cache`: the same result
+  // as fetch_signals, rule.decide() and cache.apply(). Returns whether anything left. Called
+  // only when runs_rules(); the backend keeps the rule's lazy state itself.
+  virtual bool decide_rule(RuleEngine& rule, int64_t n_new, KvCache& cache) {
+    (void)rule;
+    (void)n_new;
+    (void)cache;
+    return false;
+  }
 };
 
 // Per-model device state (weights on the device), shared by the model's sessions.
@@ -100,7 +115,8 @@ class DeviceProvider {
 
 // Bumped whenever anything in this header (or a struct it names) changes layout.
 // 2: KvCache's per-head caches carry the windowed and derived signals.
-constexpr uint32_t kCudaInterfaceVersion = 2;
+// 3: ComputeBackend::runs_rules / decide_rule (the rule decided on the device).
+constexpr uint32_t kCudaInterfaceVersion = 3;
 
 // Exported (extern "C") by libkvc_cuda.so:
 //   uint32_t kvc_cuda_backend_interface_version(void);

@@ -147,6 +147,12 @@ void Session::consult_policy(int64_t n_new) {
   policy_->count_step();
   cache_.counts(counts_);
   if (!policy_->triggered(counts_.data(), cache_.n_layers(), cache_.n_heads())) return;
+  if (RuleEngine* rule = policy_->rule(); rule != nullptr && backend_->runs_rules()) {
+    // The backend decides where the signals live (the CUDA backend with KVC_CUDA_RULES=device,
+    // docs/cuda.md): the same plan as below, applied to cache_ and to the device alike.
+    if (backend_->decide_rule(*rule, n_new, cache_)) ++n_evictions_;
+    return;
+  }
   if (signals_ != 0) backend_->fetch_signals(cache_, signals_);
   const kvc_cache_view& view = cache_.make_view(n_seen_, n_new, signals_);
   kvc_plan plan = plan_buffers(std::max<int64_t>(cache_.max_entries(), 1));

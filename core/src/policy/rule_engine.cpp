@@ -42,10 +42,13 @@ selection::Order order_of(const kvc_rule& r) {
 
 // Candidates of one selection are ranked by `score`, then ordered (kvc/selection.hpp, rule 3)
 // by the tie signal
-// (larger first; 0 for all when the rule has none), then by original position (within a head:
-// the older entry), then by head (Ada-KV's pooled ranking).
+// (larger first, a NaN after every number as for scores; 0 for all when the rule has none),
+// then by original position (within a head: the older entry), then by head (Ada-KV's pooled
+// ranking). The device's rule (core/cuda/rule_math.h) implements the same order.
 bool RuleEngine::Candidate::operator<(const Candidate& o) const {
-  if (tie != o.tie) return tie > o.tie;
+  const bool nan = std::isnan(tie), o_nan = std::isnan(o.tie);
+  if (nan != o_nan) return o_nan;
+  if (!nan && tie != o.tie) return tie > o.tie;
   if (position != o.position) return position < o.position;
   return head < o.head;
 }

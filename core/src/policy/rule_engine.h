@@ -36,6 +36,11 @@ class RuleEngine {
   // be at least this, or -1); -1 when it depends on the model's head count and there is none.
   int64_t max_keep_per_head() const;
 
+  // The rule as given (its arrays are the plugin's) and the setup's trigger size: what a
+  // device backend needs to run the same decision (core/cuda/rule_math.h).
+  const kvc_rule& rule() const { return rule_; }
+  int64_t trigger_size() const { return trigger_size_; }
+
   // Forgets per-text state (after the cache was emptied).
   void reset();
   // Counts a step (every step, whatever it appended and whether or not anything is evicted).
