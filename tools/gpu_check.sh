@@ -17,8 +17,9 @@
 #   1 setup    GPU, library paths, bundle; libkvc_cuda.so checked (loads, probes the device)
 #              and, only if it fails, rebuilt natively with this machine's nvcc and cuBLAS
 #   2 host     kvc_cuda_host_tests (table mirror, conversion, loader, run-or-skip decision)
-#   3 gpu      kvc_cuda_api_tests (backend selection, CPU/GPU parity) and the count of GPU
-#              tests that ran (tests/cuda/gpu_test_count.py): zero with a GPU is a failure
+#   3 gpu      kvc_cuda_api_tests (backend selection, CPU/GPU parity, each CUDA switch against
+#              the default path: GpuSwitches) and the count of GPU tests that ran
+#              (tests/cuda/gpu_test_count.py): zero with a GPU is a failure
 #   4 bench    kvc-bench for every mode, synthetic:pythia-2.8b float16 at 256..4096 (baseline
 #              to 2048, Pythia's context), one process and time cap per mode
 #   5 hf       transformers eager, same protocol (tools/hf_decode_bench.py), when torch loads
@@ -51,7 +52,7 @@ while [ $# -gt 0 ]; do
     --no-build) NO_BUILD=1 ;;
     --out) OUTDIR=$2; shift ;;
     --native) NATIVE=$2; shift ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument '$1' (see --help)"; exit 2 ;;
   esac
   shift
@@ -61,7 +62,7 @@ BUNDLE=$(abs "$BUNDLE"); BUILD=$(abs "$BUILD"); OUTDIR=$(abs "$OUTDIR")
 
 # ---- budgets (seconds) ---------------------------------------------------------------------
 STEPS=(setup host gpu bench hf report)
-BUDGET=(90 20 100 170 80 20)
+BUDGET=(90 20 125 155 70 20)
 LIMIT=${KVC_GPU_LIMIT:-480}  # what the budgets may add up to: one call is 600 s at most
 MAX_OUT_FILES=6  # a call brings back 8 files at most
 MAX_FILE_BYTES=$((15 * 1024 * 1024))
