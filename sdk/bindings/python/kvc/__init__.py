@@ -15,6 +15,10 @@ arrays with ``numpy=True`` (numpy is optional). Failures raise a subclass of :cl
 that also derives from the matching built-in (``FileNotFoundError``, ``ValueError``,
 ``LookupError``, ...); wrong argument types and shapes raise ``TypeError``/``ValueError``
 before the library is called. See docs/bindings.md for every call.
+
+``python -m kvc.ray_eval`` (the ``kvc-ray-eval`` command) runs kvc-eval's work on a Ray cluster
+and merges the shards into the files of a single run (docs/scale-out.md); Ray is optional and
+only that module imports it.
 """
 
 from __future__ import annotations
