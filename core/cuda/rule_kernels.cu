@@ -6,14 +6,14 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "device_math.cuh"
+
 namespace kvc::cuda {
 namespace {
 
 namespace rm = rule_math;
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-constexpr int kMaxHeadDim = 256;
+using namespace device;  // to_f, from_f, warp_sum, kThreads (device_math.cuh)
 
 // rule_math's Team for one thread block: a block-strided loop, then a barrier. Every thread
 // of the block calls it with the same n (see rule_math.h).
@@ -180,14 +180,6 @@ __global__ void gather_live_kernel(DeviceCache c, const float* by_slot, const in
 
 // ---- Split-K decode attention -----------------------------------------------------------
 
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
 // 8 consecutive 16-bit values (one 16-byte load) as floats.
 template <typename T>
 __device__ __forceinline__ void load8(const T* p, float* out) {
@@ -195,11 +187,6 @@ __device__ __forceinline__ void load8(const T* p, float* out) {
   const T* v = reinterpret_cast<const T*>(&raw);
 #pragma unroll
   for (int j = 0; j < 8; ++j) out[j] = to_f(v[j]);
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
 }
 
 // grid (n_heads, splits). Warp w scores keys w, w + kWarps, ... of the split: lane l loads

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gpu_presence.h"
 #include "kvc/kvc.h"
@@ -66,6 +67,60 @@ inline std::string cuda_load_error() {
   const kvc_status st = load(fixture_model("neox-par-r25"), KVC_BACKEND_CUDA, KVC_DTYPE_F16, &m);
   if (st == KVC_OK) return "";
   return std::string(kvc_status_name(st)) + ": " + kvc_last_error();
+}
+
+// Separators for sepllm and unified: token ids (the fixture models have no tokenizer).
+constexpr const char* kSeparators = "1,2,3,4,5,6,7,8";
+
+struct PolicyCase {
+  const char* label;
+  const char* policy;
+  std::vector<kvc_param> params;
+  bool scored;
+};
+
+// Every evicting rule family, with sizes small enough that the fixture models evict from the
+// first tokens: per head, shared and adaptive allocation; lazy refresh; accumulated,
+// last, windowed attention (pooled), key norms, key cosines, pivotal counts; separators.
+inline std::vector<PolicyCase> evicting_policy_cases() {
+  return {
+      {"streaming", "streaming", {{"start_size", "2"}, {"recent_size", "10"}}, false},
+      {"h2o_per_head", "h2o", {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}},
+       true},
+      {"h2o_shared", "h2o",
+       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}, {"scope", "shared"}},
+       true},
+      {"h2o_adaptive", "h2o",
+       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"},
+        {"allocation", "adaptive"}},
+       true},
+      {"lazy_h2o", "lazy_h2o",
+       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"},
+        {"update_interval", "3"}},
+       true},
+      {"sepllm", "sepllm",
+       {{"start_size", "2"}, {"separator_size", "4"}, {"local_size", "8"},
+        {"cache_size", "20"}, {"separators", kSeparators}},
+       false},
+      {"unified", "unified",
+       {{"start_size", "2"}, {"separator_size", "4"}, {"heavy_size", "4"}, {"local_size", "8"},
+        {"separators", kSeparators}},
+       true},
+      {"tova", "tova", {{"budget", "12"}, {"start_size", "2"}}, true},
+      {"snapkv", "snapkv",
+       {{"window", "4"}, {"kernel_size", "3"}, {"start_size", "2"}, {"heavy_size", "4"}},
+       true},
+      {"pyramidkv_adaptive", "pyramidkv",
+       {{"window", "4"}, {"start_size", "2"}, {"heavy_size", "4"}, {"beta", "2"},
+        {"allocation", "adaptive"}},
+       true},
+      {"knorm", "knorm", {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}}, true},
+      {"keydiff", "keydiff", {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}},
+       true},
+      {"scissorhands", "scissorhands",
+       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}, {"history", "5"}},
+       true},
+  };
 }
 
 }  // namespace kvc::cudatest

@@ -25,7 +25,6 @@ constexpr float kF16Logit = 3e-2f, kF16Nll = 2e-2f;
 constexpr float kBf16Logit = 1.5e-1f, kBf16Nll = 1e-1f;
 // The fixtures have no tokenizer: SepLLM's separators as token ids (vocabulary of 128, so the
 // random texts hold several).
-constexpr const char* kSeparators = "1,2,3,4,5,6,7,8";
 constexpr double kScoreKeepMismatch = 0.02;
 
 const char* const kModels[] = {"neox-par-r25", "neox-seq-r100", "neox-hd40",   "neox-sharded",
@@ -155,56 +154,11 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(KVC_DTYPE_F16, KVC_DTYPE_BF16)),
     [](const auto& info) { return param_name(std::get<0>(info.param), std::get<1>(info.param)); });
 
-struct PolicyCase {
-  const char* label;
-  const char* policy;
-  std::vector<kvc_param> params;
-  bool scored;
-};
-
+// The full cache, then every evicting policy (cuda_test_util.h).
 std::vector<PolicyCase> policy_cases() {
-  return {
-      {"baseline", "baseline", {}, false},
-      {"streaming", "streaming", {{"start_size", "2"}, {"recent_size", "10"}}, false},
-      {"h2o_per_head", "h2o",
-       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}}, true},
-      {"h2o_shared", "h2o",
-       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}, {"scope", "shared"}},
-       true},
-      {"lazy_h2o", "lazy_h2o",
-       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"},
-        {"update_interval", "3"}},
-       true},
-      {"sepllm", "sepllm",
-       {{"start_size", "2"}, {"separator_size", "4"}, {"local_size", "8"},
-        {"cache_size", "20"}, {"separators", kSeparators}},
-       false},
-      {"unified", "unified",
-       {{"start_size", "2"}, {"separator_size", "4"}, {"heavy_size", "4"},
-        {"local_size", "8"},
-        {"separators", kSeparators}},
-       true},
-      // The methods beyond the seed, and Ada-KV's adaptive allocation (device rings and
-      // derived signals; see docs/cuda.md).
-      {"tova", "tova", {{"budget", "12"}, {"start_size", "2"}}, true},
-      {"snapkv", "snapkv",
-       {{"window", "4"}, {"kernel_size", "3"}, {"start_size", "2"}, {"heavy_size", "4"}},
-       true},
-      {"pyramidkv_adaptive", "pyramidkv",
-       {{"window", "4"}, {"start_size", "2"}, {"heavy_size", "4"}, {"beta", "2"},
-        {"allocation", "adaptive"}},
-       true},
-      {"knorm", "knorm", {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}}, true},
-      {"keydiff", "keydiff", {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}},
-       true},
-      {"scissorhands", "scissorhands",
-       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}, {"history", "5"}},
-       true},
-      {"h2o_adaptive", "h2o",
-       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"},
-        {"allocation", "adaptive"}},
-       true},
-  };
+  std::vector<PolicyCase> cases = {{"baseline", "baseline", {}, false}};
+  for (auto& c : evicting_policy_cases()) cases.push_back(std::move(c));
+  return cases;
 }
 
 class GpuPolicyParity : public ::testing::TestWithParam<std::tuple<const char*, kvc_dtype>> {};

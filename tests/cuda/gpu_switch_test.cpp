@@ -39,7 +39,6 @@ constexpr float kSwitchNllF16 = 5e-3f, kSwitchNllBf16 = 3e-2f;
 constexpr float kSwitchSignal = 1e-3f;  // accumulated/window attention, cosines
 // The fixtures have no tokenizer: SepLLM's separators as token ids (vocabulary of 128, so the
 // random texts hold several).
-constexpr const char* kSeparators = "1,2,3,4,5,6,7,8";
 constexpr double kScoreKeepMismatch = 0.02;
 
 #define REQUIRE_GPU()                                                   \
@@ -117,56 +116,6 @@ float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
     if (!std::isnan(d)) m = std::max(m, d);
   }
   return m;
-}
-
-struct PolicyCase {
-  const char* label;
-  const char* policy;
-  std::vector<kvc_param> params;
-  bool scored;
-};
-
-// Every rule family: per head, shared and adaptive allocation; lazy refresh; accumulated,
-// last, windowed attention (pooled), key norms, key cosines, pivotal counts; separators.
-std::vector<PolicyCase> rule_cases() {
-  return {
-      {"streaming", "streaming", {{"start_size", "2"}, {"recent_size", "10"}}, false},
-      {"h2o_per_head", "h2o", {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}},
-       true},
-      {"h2o_shared", "h2o",
-       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}, {"scope", "shared"}},
-       true},
-      {"h2o_adaptive", "h2o",
-       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"},
-        {"allocation", "adaptive"}},
-       true},
-      {"lazy_h2o", "lazy_h2o",
-       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"},
-        {"update_interval", "3"}},
-       true},
-      {"sepllm", "sepllm",
-       {{"start_size", "2"}, {"separator_size", "4"}, {"local_size", "8"},
-        {"cache_size", "20"}, {"separators", kSeparators}},
-       false},
-      {"unified", "unified",
-       {{"start_size", "2"}, {"separator_size", "4"}, {"heavy_size", "4"}, {"local_size", "8"},
-        {"separators", kSeparators}},
-       true},
-      {"tova", "tova", {{"budget", "12"}, {"start_size", "2"}}, true},
-      {"snapkv", "snapkv",
-       {{"window", "4"}, {"kernel_size", "3"}, {"start_size", "2"}, {"heavy_size", "4"}},
-       true},
-      {"pyramidkv_adaptive", "pyramidkv",
-       {{"window", "4"}, {"start_size", "2"}, {"heavy_size", "4"}, {"beta", "2"},
-        {"allocation", "adaptive"}},
-       true},
-      {"knorm", "knorm", {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}}, true},
-      {"keydiff", "keydiff", {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}},
-       true},
-      {"scissorhands", "scissorhands",
-       {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}, {"history", "5"}},
-       true},
-  };
 }
 
 // What one scored run leaves: per-token NLLs, the kept positions and the ranking scores of
@@ -310,7 +259,7 @@ TEST_P(GpuSwitches, DeviceRulesEqualHostRules) {
   Model g = load_gpu(name, dtype);
   ASSERT_TRUE(g.m);
   const auto t = tokens(g.vocab, 64, 3);
-  for (const auto& pc : rule_cases())
+  for (const auto& pc : evicting_policy_cases())
     for (const auto mode : {KVC_POSITIONS_SHIFT, KVC_POSITIONS_ORIGINAL}) {
       SCOPED_TRACE(std::string(pc.label) + (mode == KVC_POSITIONS_SHIFT ? " shift" : " original"));
       const SwitchRun host = score_run(g.m.get(), mode, kDefaults, pc, t);
@@ -327,7 +276,7 @@ TEST_P(GpuSwitches, LiveSignalFetchEqualsFullFetch) {
   Model g = load_gpu(name, dtype);
   ASSERT_TRUE(g.m);
   const auto t = tokens(g.vocab, 64, 4);
-  for (const auto& pc : rule_cases()) {
+  for (const auto& pc : evicting_policy_cases()) {
     SCOPED_TRACE(pc.label);
     expect_identical(score_run(g.m.get(), KVC_POSITIONS_SHIFT, kDefaults, pc, t),
                      score_run(g.m.get(), KVC_POSITIONS_SHIFT, kLiveFetch, pc, t));
@@ -350,7 +299,7 @@ TEST_P(GpuSwitches, GraphsEqualNoGraphs) {
         << "the graph path delivered no logits";
   }
   const auto s = tokens(g.vocab, 64, 6);
-  for (const auto& pc : rule_cases()) {
+  for (const auto& pc : evicting_policy_cases()) {
     SCOPED_TRACE(pc.label);
     expect_close(score_run(g.m.get(), KVC_POSITIONS_SHIFT, kDefaults, pc, s),
                  score_run(g.m.get(), KVC_POSITIONS_SHIFT, kGraphs, pc, s), pc.scored, g.nll_tol);
@@ -370,7 +319,7 @@ TEST_P(GpuSwitches, SplitKEqualsBlockAttention) {
                            decode_logits(g.m.get(), mode, kSplitK, t, g.vocab)),
               g.logit_tol)
         << "positions mode " << mode;
-  for (const auto& pc : rule_cases()) {
+  for (const auto& pc : evicting_policy_cases()) {
     SCOPED_TRACE(pc.label);
     expect_close(score_run(g.m.get(), KVC_POSITIONS_SHIFT, kDefaults, pc, t),
                  score_run(g.m.get(), KVC_POSITIONS_SHIFT, kSplitK, pc, t), pc.scored, g.nll_tol);
@@ -399,7 +348,7 @@ TEST_P(GpuSwitches, AllSwitchesTogether) {
   Model g = load_gpu(name, dtype);
   ASSERT_TRUE(g.m);
   const auto t = tokens(g.vocab, 80, 8);
-  for (const auto& pc : rule_cases()) {
+  for (const auto& pc : evicting_policy_cases()) {
     SCOPED_TRACE(pc.label);
     expect_close(score_run(g.m.get(), KVC_POSITIONS_ORIGINAL, kDefaults, pc, t),
                  score_run(g.m.get(), KVC_POSITIONS_ORIGINAL, kAllOn, pc, t), pc.scored,
