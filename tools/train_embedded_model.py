@@ -84,6 +84,17 @@ def parse_args():
     p.add_argument("--batch", type=int, default=8, help="sequences per step (default: 8)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
     p.add_argument("--warmup", type=int, default=20, help="warmup steps (default: 20)")
+    p.add_argument("--synthetic", type=int, default=0,
+                   help="experimental: synthetic task rows (passkey, needle, copy, digit copies) "
+                   "added to each step's batch (default: 0)")
+    p.add_argument("--induction-steps", type=int, default=0,
+                   help="experimental: steps on digit copies before the main run (default: 0)")
+    p.add_argument("--answer-weight", type=float, default=1.0,
+                   help="experimental: weight of the synthetic answers' mean loss, added to "
+                   "the mean over all tokens (default: 1.0; only with --synthetic)")
+    p.add_argument("--task-eval", action="store_true",
+                   help="also measure the tasks (full context) at each intermediate evaluation")
+    p.add_argument("--init", type=Path, help=argparse.SUPPRESS)  # experiments: start from a model
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     p.add_argument("--eval-every", type=int, default=50,
                    help="evaluate on the held-out books every N steps (0: only at the end)")
@@ -204,6 +215,356 @@ def attention_peakedness(model, ids, context):
     return out
 
 
+# ---- synthetic retrieval and copy sequences ----------------------------------------------------
+# The formats of hosts/eval/tasks.cpp (passkey, RULER-style needle, copy), with the same
+# templates, filler sentences, digit counts and question wording; the numbers, keys, spans,
+# lengths, depths and KJV filler lines (from the training books only) are drawn here from the
+# script's own seeded generator, so no training instance is an evaluation instance.
+
+PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and "
+                 "memorize it. I will quiz you about the important information there.")
+NEEDLE_INTRO = ("Some special magic numbers are hidden within the following text. Make sure to "
+                "memorize it. I will quiz you about the numbers afterwards.")
+REPEAT_UNITS = [" The grass is green.", " The sky is blue.", " The sun is yellow.",
+                " Here we go.", " There and back again."]
+ADJECTIVES = ["silent", "golden", "ancient", "bright", "hidden", "narrow", "gentle", "bitter",
+              "frozen", "hollow", "crimson", "distant", "humble", "restless", "velvet", "wooden",
+              "scarlet", "tender", "weary", "radiant"]
+NOUNS = ["river", "lantern", "harbor", "meadow", "falcon", "orchard", "compass", "glacier",
+         "thistle", "beacon", "canyon", "willow", "anchor", "ember", "garnet", "pebble", "quarry",
+         "saddle", "tunnel", "violin"]
+
+
+class Filler:
+    """The haystack: units laid out in order, cyclically (tasks.h's Filler)."""
+
+    def __init__(self, name, units, lines, random_start):
+        self.name, self.units, self.lines, self.random_start = name, units, lines, random_start
+
+
+def repeat_filler(tok):
+    return Filler("repeat", [encode(tok, s) for s in REPEAT_UNITS], False, False)
+
+
+def text_filler(tok, text, name):
+    units = [encode(tok, line + "\n") for line in text.split("\n") if line.strip(" \t\r")]
+    return Filler(name, units, True, True)
+
+
+def as_piece(filler, sentence):
+    return sentence + "\n" if filler.lines else " " + sentence
+
+
+def lay_out(filler, head, needles, tail, length, rng):
+    """tasks.cpp's lay_out: head, filler units while they fit, the needles (ids, depth) at the
+    unit boundaries nearest to their depths, then tail. Returns (ids, needle starts)."""
+    fixed = len(head) + len(tail) + sum(len(n) for n, _ in needles)
+    budget = length - fixed
+    if budget < 0:
+        raise ValueError(f"{length} tokens cannot hold the fixed parts ({fixed})")
+    unit = rng.randrange(len(filler.units)) if filler.random_start else 0
+    units, offsets, used = [], [0], 0
+    while True:
+        u = filler.units[unit]
+        unit = (unit + 1) % len(filler.units)
+        if used + len(u) > budget:
+            break
+        units.append(u)
+        used += len(u)
+        offsets.append(used)
+    at = [min(range(len(offsets)), key=lambda b: (abs(offsets[b] - d * used), b))
+          for _, d in needles]
+    out, starts = list(head), [0] * len(needles)
+
+    def place(boundary):
+        for i, (ids, _) in enumerate(needles):
+            if at[i] == boundary:
+                starts[i] = len(out)
+                out.extend(ids)
+
+    for b, u in enumerate(units):
+        place(b)
+        out.extend(u)
+    place(len(units))
+    out.extend(tail)
+    return out, starts
+
+
+def random_number(rng, digits):
+    return str(rng.randrange(10 ** (digits - 1), 10 ** digits))
+
+
+def distinct(draw, count):
+    out = []
+    while len(out) < count:
+        v = draw()
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def make_passkey(tok, filler, length, depth, rng):
+    """Returns (prompt ids, answer ids, mask): mask[i] False for prompt tokens that cannot be
+    predicted (the first copy of the key's digits)."""
+    key = random_number(rng, 5)
+    head = encode(tok, PASSKEY_INTRO + "\n" if filler.lines else PASSKEY_INTRO)
+    needle = encode(tok, as_piece(filler, f"The pass key is {key}. Remember it. {key} is the "
+                                          "pass key."))
+    tail = encode(tok, ("" if filler.lines else " ") + "What is the pass key? The pass key is")
+    prompt, starts = lay_out(filler, head, [(needle, depth)], tail, length, rng)
+    prefix = encode(tok, ("" if filler.lines else " ") + "The pass key is")
+    hidden = range(starts[0] + len(prefix), starts[0] + len(prefix) + 1 + len(key))
+    return prompt, encode(tok, " " + key + "."), hidden
+
+
+def make_needle(tok, filler, variant, length, depth, rng):
+    n_keys = rng.randint(2, 4) if variant == "multikey" else 1
+    n_values = rng.randint(2, 4) if variant == "multivalue" else 1
+    keys = distinct(lambda: f"{rng.choice(ADJECTIVES)}-{rng.choice(NOUNS)}", n_keys)
+    total = max(n_keys, n_values)
+    values = distinct(lambda: random_number(rng, 7), total)
+    query = keys[0]
+    needles = []
+    for i in range(total):
+        k = keys[i] if variant == "multikey" else query
+        text = as_piece(filler, f"One of the special magic numbers for {k} is: {values[i]}.")
+        needles.append((encode(tok, text), depth if i == 0 else rng.random()))
+    if variant == "multivalue":
+        question = (f"What are all the special magic numbers for {query} mentioned in the "
+                    f"provided text? The special magic numbers for {query} mentioned in the "
+                    "provided text are")
+    else:
+        question = (f"What is the special magic number for {query} mentioned in the provided "
+                    f"text? The special magic number for {query} mentioned in the provided "
+                    "text is")
+    head = encode(tok, NEEDLE_INTRO + "\n" if filler.lines else NEEDLE_INTRO)
+    tail = encode(tok, question if filler.lines else " " + question)
+    prompt, starts = lay_out(filler, head, needles, tail, length, rng)
+    hidden = []  # each needle's " " and 7 digits
+    for i, s in enumerate(starts):
+        k = keys[i] if variant == "multikey" else query
+        pre = len(encode(tok, ("" if filler.lines else " ") +
+                         f"One of the special magic numbers for {k} is:"))
+        hidden.extend(range(s + pre, s + pre + 8))
+    order = sorted(range(total), key=lambda i: starts[i])
+    if variant == "multivalue":
+        answer = " " + ", ".join(values[i] for i in order) + "."
+    else:
+        answer = " " + values[0] + "."
+    return prompt, encode(tok, answer), hidden
+
+
+def make_copy(tok, filler, pool, span, gap, rng):
+    """tasks.cpp's make_copy: "\\n>>" + span distinct pool ids + exactly `gap` filler tokens +
+    "\\n>>"; the answer is the span."""
+    ids = distinct(lambda: rng.choice(pool), span)
+    marker = encode(tok, "\n>>")
+    prompt = marker + ids
+    unit = rng.randrange(len(filler.units)) if filler.random_start else 0
+    left = gap
+    while left > 0:
+        u = filler.units[unit]
+        unit = (unit + 1) % len(filler.units)
+        prompt.extend(u[:left])
+        left -= min(left, len(u))
+    prompt.extend(marker)
+    return prompt, ids, range(len(marker), len(marker) + span)
+
+
+def word_pool(tok, vocab):
+    """tasks.cpp's word_pool: tokens that decode to a space then 3+ letters... (len >= 3)."""
+    pool = []
+    for i in range(vocab):
+        s = tok.decode([i])
+        if len(s.encode()) >= 3 and s[0] == " " and s[1:].isascii() and s[1:].isalpha():
+            pool.append(i)
+    return pool
+
+
+
+def make_digit_copy(tok, filler, digits, gap, rng):
+    """A number of `digits` random digits after "\\n>>", `gap` filler tokens, "\\n>>" again; the
+    answer is the number. Not a kvc-eval task: it teaches the model to copy digit strings (the
+    passkey and needle answers are numbers, one token per digit), which single-token matching
+    cannot do when digits repeat."""
+    number = encode(tok, " " + "".join(str(rng.randrange(10)) for _ in range(digits)))
+    marker = encode(tok, "\n>>")
+    prompt = marker + number
+    unit = rng.randrange(len(filler.units)) if filler.random_start else 0
+    left = gap
+    while left > 0:
+        u = filler.units[unit]
+        unit = (unit + 1) % len(filler.units)
+        prompt.extend(u[:left])
+        left -= min(left, len(u))
+    prompt.extend(marker)
+    return prompt, number, range(len(marker) + 1, len(marker) + len(number))
+
+
+# Shares of the synthetic instances (they are drawn independently for each slot of a row).
+# Every other synthetic row holds digit copies only: many short instances, so that the model
+# learns to copy digit strings early, which the passkey and needle answers need.
+TASK_MIX = [("passkey", 0.45), ("needle_single", 0.20), ("needle_multikey", 0.10),
+            ("needle_multivalue", 0.05), ("copy", 0.20)]
+DIGIT_MIX = [("digits", 1.0)]
+
+
+def make_instance(tok, task, filler, pool, room, rng):
+    """One instance of `task` that fits in `room` tokens (prompt + answer), or None.
+    Returns (ids, hidden, n_answer): hidden are the indices of ids whose value cannot be
+    predicted; the last n_answer ids are the answer."""
+    if task in ("copy", "digits"):
+        span = rng.randint(8, 24) if task == "copy" else rng.randint(4, 12)
+        if room < 2 * span + 8 + 1:
+            return None
+        most = min(room - 2 * span - 8, CONTEXT - 2 * span - 8)
+        longest = CONTEXT if task == "copy" else CONTEXT // 2
+        gap = min(most, int(math.exp(rng.uniform(0, math.log(longest)))) - 1)
+        if task == "copy":
+            prompt, answer, hidden = make_copy(tok, filler, pool, span, gap, rng)
+        else:
+            prompt, answer, hidden = make_digit_copy(tok, filler, span, gap, rng)
+    else:
+        make = (lambda length, depth: make_passkey(tok, filler, length, depth, rng)) \
+            if task == "passkey" else \
+            (lambda length, depth: make_needle(tok, filler, task.split("_")[1], length, depth,
+                                               rng))
+        minimum = 120 if task in ("passkey", "needle_single") else 220
+        if room < minimum + 24:
+            return None
+        top = min(room, CONTEXT) - 24
+        length = min(top, int(math.exp(rng.uniform(math.log(minimum), math.log(top + 1)))))
+        try:
+            prompt, answer, hidden = make(length, rng.random())
+        except ValueError:  # the fixed parts (several needles) need more room
+            return None
+    ids = prompt + answer
+    return (ids, list(hidden), len(answer)) if len(ids) <= room else None
+
+
+def synthetic_row(tok, fillers, pool, stream, rng, mix=TASK_MIX):
+    """A training row of CONTEXT + 1 tokens: instances, each followed by <|endoftext|>, packed
+    from the row's start; the rest is a KJV window. Returns (ids, hidden positions, answer
+    positions)."""
+    row, hidden, answers = [], [], []
+    names, weights = zip(*mix)
+    while True:
+        room = CONTEXT + 1 - len(row) - 1  # keep one token for <|endoftext|>
+        task = rng.choices(names, weights)[0]
+        made = make_instance(tok, task, rng.choice(fillers), pool, room, rng)
+        if made is None:
+            break
+        ids, h, n_answer = made
+        hidden.extend(len(row) + i for i in h)
+        answers.extend(range(len(row) + len(ids) - n_answer, len(row) + len(ids)))
+        row.extend(ids)
+        row.append(0)
+    rest = CONTEXT + 1 - len(row)
+    if rest > 0:
+        s = rng.randrange(len(stream) - rest)
+        row.extend(stream[s:s + rest].tolist())
+    return row, hidden, answers
+
+
+def induction_warmup(model, tok, fillers, stream, steps, rows=4, lr=1e-3, seed=SEED + 3):
+    """Before the main run: `steps` steps on rows packed with copies of spans of distinct digits
+    only (the rest of each row KJV text), at a constant learning rate after 10 warmup steps, so
+    that the model forms induction (copy) heads, which the sparse synthetic share of the main
+    run does not make it form in time. Its own optimizer and generator."""
+    rng = random.Random(seed)
+    digits = [tok.token_to_id(str(d)) for d in range(10)]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    model.train()
+    t0 = time.time()
+    recent = []
+    for step in range(steps):
+        batch, target = [], []
+        answer_mask = torch.zeros(rows, CONTEXT, dtype=torch.bool)
+        for r in range(rows):
+            row, hidden = [], []
+            while True:
+                span = rng.randint(4, 10)
+                gap = int(math.exp(rng.uniform(0, math.log(301)))) - 1
+                if 2 * span + gap + 7 > CONTEXT - len(row):
+                    break
+                prompt, answer, h = make_copy(tok, rng.choice(fillers), digits, span, gap, rng)
+                hidden.extend(len(row) + i for i in h)
+                answer_mask[r, [len(row) + len(prompt) + i - 1 for i in range(len(answer))]] = True
+                row.extend(prompt + answer + [0])
+            rest = CONTEXT + 1 - len(row)
+            s = rng.randrange(len(stream) - rest)
+            row.extend(stream[s:s + rest].tolist())
+            ids = torch.tensor(row, dtype=torch.long)
+            t = ids[1:].clone()
+            t[[i - 1 for i in hidden]] = -100
+            batch.append(ids)
+            target.append(t)
+        batch, target = torch.stack(batch), torch.stack(target)
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 10)
+        logits = model(batch[:, :-1]).logits
+        token_loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+            reduction="none").reshape(target.shape)
+        counted = (target != -100).float()
+        loss = (token_loss * counted).sum() / counted.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        recent.append(token_loss[answer_mask].mean().item())
+        if (step + 1) % 10 == 0 or step == 0:
+            print(f"induction step {step + 1}/{steps} answers {np.mean(recent[-10:]):.4f} "
+                  f"{time.time() - t0:.0f}s", flush=True)
+
+
+def generate_greedy(model, prompt, n):
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False,
+                             pad_token_id=0, eos_token_id=None)
+    return out[0, len(prompt):].tolist()
+
+
+def evaluate_tasks(model, tok, fillers, pool, vocab, seed=SEED + 2, samples=2):
+    """Accuracy of greedy answers with the full context (passkey, single needle), and the
+    copy task's teacher-forced token accuracy, on instances drawn from `seed` (not the
+    training generator's). Returns {name: value}."""
+    model.eval()
+    rng = random.Random(seed)
+    results = {}
+    depths = [0.0, 0.5, 1.0]
+    for task in ["passkey", "needle_single"]:
+        for filler in fillers:
+            right = total = 0
+            for length in [128, 256, 512] if task == "passkey" else [192, 320, 512]:
+                for depth in depths:
+                    for _ in range(samples):
+                        if task == "passkey":
+                            prompt, answer, _ = make_passkey(tok, filler, length, depth, rng)
+                        else:
+                            prompt, answer, _ = make_needle(tok, filler, "single", length,
+                                                            depth, rng)
+                        out = tok.decode(generate_greedy(model, prompt, len(answer) + 1))
+                        expected = re.search(r"\d+", tok.decode(answer)).group(0)
+                        got = re.search(r"\d+", out)
+                        right += int(got is not None and got.group(0) == expected)
+                        total += 1
+            results[f"{task}/{filler.name}"] = right / total
+    for filler in fillers:
+        right = total = 0
+        for gap in [32, 128, 384]:
+            for _ in range(2 * samples):
+                prompt, answer, _ = make_copy(tok, filler, pool, 16, gap, rng)
+                ids = torch.tensor([prompt + answer])
+                with torch.no_grad():
+                    logits = model(ids[:, :-1]).logits[0, len(prompt) - 1:, :vocab]
+                right += (logits.argmax(-1) == ids[0, len(prompt):]).sum().item()
+                total += len(answer)
+        results[f"copy/{filler.name}"] = right / total
+    model.train()
+    return results
+
+
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -246,10 +607,26 @@ def main():
     unigram_nll = -logp[all_eval].mean().item()
     print(f"unigram baseline: nll {unigram_nll:.4f}, ppl {math.exp(unigram_nll):.2f}", flush=True)
 
+    # Synthetic task sequences: fillers from the training books only (the held-out books are
+    # the evaluation's "kjv" filler), word tokens as tasks.cpp's word_pool picks them.
+    train_lines = "\n".join(book for book in books)
+    fillers = [repeat_filler(tok), text_filler(tok, train_lines, "kjv")]
+    eval_fillers = [repeat_filler(tok),
+                    text_filler(tok, "".join(p.read_text(encoding="utf-8")
+                                             for p in sorted(eval_dir.glob("*.txt"))), "kjv")]
+    pool = word_pool(tok, vocab)
+    syn_rng = random.Random(SEED + 1)
+    print(f"synthetic rows per step {args.synthetic} (word pool {len(pool)} tokens)", flush=True)
+
     config = GPTNeoXConfig(vocab_size=padded_vocab, **MODEL_CONFIG)
     model = GPTNeoXForCausalLM(config)
+    if args.init:
+        model = GPTNeoXForCausalLM.from_pretrained(args.init)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params}", flush=True)
+
+    if args.induction_steps:
+        induction_warmup(model, tok, fillers, stream, args.induction_steps)
 
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -267,29 +644,65 @@ def main():
     gen = torch.Generator().manual_seed(SEED)
     model.train()
     t_train = time.time()
-    recent = []
+    recent = []  # KJV rows' loss per step
+    syn_losses = []  # synthetic rows' loss per step (predictable tokens only)
+    answer_losses = []  # the loss on the synthetic instances' answers
     history = []
     for step in range(args.steps):
         starts = torch.randint(0, len(stream) - CONTEXT - 1, (args.batch,), generator=gen)
-        batch = torch.stack([stream[s:s + CONTEXT + 1] for s in starts.tolist()])
+        rows = [stream[s:s + CONTEXT + 1] for s in starts.tolist()]
+        targets = [r[1:].clone() for r in rows]
+        answer_mask = torch.zeros(args.synthetic, CONTEXT, dtype=torch.bool)
+        for r in range(args.synthetic):
+            ids, hidden, answers = synthetic_row(tok, fillers, pool, stream, syn_rng,
+                                                 DIGIT_MIX if r % 2 == 0 else TASK_MIX)
+            rows.append(torch.tensor(ids, dtype=torch.long))
+            t = rows[-1][1:].clone()
+            t[[h - 1 for h in hidden if h >= 1]] = -100  # unpredictable: no loss
+            targets.append(t)
+            answer_mask[r, [a - 1 for a in answers]] = True
+        batch = torch.stack(rows)
+        target = torch.stack(targets)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         logits = model(batch[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                 batch[:, 1:].reshape(-1))
+        if not args.synthetic:  # the committed model's loss, computed exactly as it was
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                     batch[:, 1:].reshape(-1))
+            kjv_loss = loss.item()
+        else:
+            token_loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+                reduction="none").reshape(target.shape)
+            counted = (target != -100).float()
+            loss = (token_loss * counted).sum() / counted.sum()
+            kjv_loss = token_loss[:args.batch].mean().item()
+            syn_losses.append(((token_loss[args.batch:] * counted[args.batch:]).sum() /
+                               counted[args.batch:].sum()).item())
+            answer_loss = token_loss[args.batch:][answer_mask].mean()
+            answer_losses.append(answer_loss.item())
+            # The answers are about 1 % of the tokens: their mean is added with its own weight,
+            # or their gradient would drown in the text's.
+            loss = loss + args.answer_weight * answer_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        recent.append(loss.item())
+        recent.append(kjv_loss)
         if (step + 1) % 10 == 0 or step == 0:
             elapsed = time.time() - t_train
-            print(f"step {step + 1}/{args.steps} loss {np.mean(recent[-10:]):.4f} "
+            syn = (f" synthetic {np.mean(syn_losses[-10:]):.4f} answers "
+                   f"{np.mean(answer_losses[-10:]):.4f}" if syn_losses else "")
+            print(f"step {step + 1}/{args.steps} loss {np.mean(recent[-10:]):.4f}{syn} "
                   f"lr {lr_at(step):.2e} {elapsed:.0f}s", flush=True)
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             nll, _ = evaluate(model, eval_tokens, CONTEXT)
             history.append((step + 1, nll))
             print(f"  eval @ {step + 1}: nll {nll:.4f} ppl {math.exp(nll):.2f}", flush=True)
+            if args.task_eval:
+                tasks = evaluate_tasks(model, tok, eval_fillers, pool, vocab)
+                print("  tasks: " + ", ".join(f"{k} {v:.2f}" for k, v in tasks.items()),
+                      flush=True)
             if args.save_interim:
                 # A usable (if undertrained) model early, for long runs on a busy machine.
                 save(model, tok, args.out)
@@ -336,6 +749,10 @@ def main():
         f"- Training: {args.steps} steps x {args.batch} x {CONTEXT} tokens "
         f"({args.steps * args.batch * CONTEXT} tokens seen; {len(stream)} train tokens), "
         f"peak lr {args.lr}, warmup {args.warmup}",
+    ] + ([
+        f"- Synthetic: {args.synthetic} rows per step, answer weight {args.answer_weight}; "
+        f"{args.induction_steps} digit-copy steps first"] if args.synthetic or
+         args.induction_steps else []) + [
         f"- Training time: {train_seconds:.0f} s (whole script {total_seconds:.0f} s)",
         f"- Final train loss (mean of the last 50 steps): {final_train_loss:.4f} nats/token",
         f"- Held-out ({len(eval_tokens)} files, {n_eval} tokens, {CONTEXT}-token chunks): "
