@@ -432,13 +432,14 @@ KVC_HD void select_layer_adaptive(Team& team, const Rule& rule, Acc& a, int32_t 
     team.for_each(own, [&](int64_t i) { keep[idx[i]] = 2; });
   }
   // The pool: every head's candidates after its own picks, as head * stride + rank.
-  int64_t pooled_total = 0, pooled_slots = static_cast<int64_t>(H) * budget;
+  // The pool's slots do not grow when a head has fewer than `floor` candidates (RuleEngine).
+  int64_t pooled_total = 0;
+  const int64_t pooled_slots = static_cast<int64_t>(H) * (budget - floor);
   for (int32_t h = 0; h < H; ++h) {
     const Layout& g = sc.layouts[first + h];
     const int64_t candidates = g.middle_end - g.sinks - g.kept_separators;
     const int64_t own = candidates < floor ? candidates : floor;
     pooled_total += candidates - own;
-    pooled_slots -= own;
   }
   int32_t* pool = sc.pool + static_cast<int64_t>(layer) * sc.pool_stride;
   const int64_t P = pow2_at_least(pooled_total);

@@ -330,11 +330,12 @@ void RuleEngine::select_layer_adaptive(const kvc_cache_view& view, int32_t layer
   const int64_t budget = heavy_of_layer(layer);
   const auto floor = static_cast<int64_t>(std::floor(rule_.allocation_floor * budget + 1e-9));
   // Per head: protected spans, then its own best `floor` candidates; the rest compete in one
-  // pool for the layer's remaining slots.
+  // pool for the layer's other H * (budget - floor) slots. The pool does not grow when a head
+  // has fewer than `floor` candidates, so no head ever keeps more than max_keep_per_head().
   head_keep_.resize(static_cast<size_t>(H));
   head_scores_.resize(static_cast<size_t>(H));
   pool_.clear();
-  int64_t pooled_slots = H * budget;
+  const int64_t pooled_slots = H * (budget - floor);
   for (int32_t h = 0; h < H; ++h) {
     const kvc_head_view& hv = view.heads[static_cast<int64_t>(layer) * H + h];
     const Layout g = layout(hv);
@@ -361,7 +362,6 @@ void RuleEngine::select_layer_adaptive(const kvc_cache_view& view, int32_t layer
                                                 static_cast<size_t>(floor), score_of_candidate,
                                                 order_of(rule_));
     for (auto it = own_.begin(); it != mine; ++it) keep[it->rank] = 1;
-    pooled_slots -= mine - own_.begin();
     pool_.insert(pool_.end(), mine, own_.end());
   }
   const auto end = selection::partition_best(
