@@ -354,12 +354,8 @@ def make_needle(tok, filler, variant, length, depth, rng):
     return prompt, encode(tok, answer), hidden
 
 
-def make_copy(tok, filler, pool, span, gap, rng):
-    """tasks.cpp's make_copy: "\\n>>" + span distinct pool ids + exactly `gap` filler tokens +
-    "\\n>>"; the answer is the span."""
-    ids = distinct(lambda: rng.choice(pool), span)
-    marker = encode(tok, "\n>>")
-    prompt = marker + ids
+def append_filler(prompt, filler, gap, rng):
+    """Exactly `gap` filler tokens, units in order from a random one (text) or the first."""
     unit = rng.randrange(len(filler.units)) if filler.random_start else 0
     left = gap
     while left > 0:
@@ -367,6 +363,15 @@ def make_copy(tok, filler, pool, span, gap, rng):
         unit = (unit + 1) % len(filler.units)
         prompt.extend(u[:left])
         left -= min(left, len(u))
+
+
+def make_copy(tok, filler, pool, span, gap, rng):
+    """tasks.cpp's make_copy: "\\n>>" + span distinct pool ids + exactly `gap` filler tokens +
+    "\\n>>"; the answer is the span."""
+    ids = distinct(lambda: rng.choice(pool), span)
+    marker = encode(tok, "\n>>")
+    prompt = marker + ids
+    append_filler(prompt, filler, gap, rng)
     prompt.extend(marker)
     return prompt, ids, range(len(marker), len(marker) + span)
 
@@ -381,7 +386,6 @@ def word_pool(tok, vocab):
     return pool
 
 
-
 def make_digit_copy(tok, filler, digits, gap, rng):
     """A number of `digits` random digits after "\\n>>", `gap` filler tokens, "\\n>>" again; the
     answer is the number. Not a kvc-eval task: it teaches the model to copy digit strings (the
@@ -390,13 +394,7 @@ def make_digit_copy(tok, filler, digits, gap, rng):
     number = encode(tok, " " + "".join(str(rng.randrange(10)) for _ in range(digits)))
     marker = encode(tok, "\n>>")
     prompt = marker + number
-    unit = rng.randrange(len(filler.units)) if filler.random_start else 0
-    left = gap
-    while left > 0:
-        u = filler.units[unit]
-        unit = (unit + 1) % len(filler.units)
-        prompt.extend(u[:left])
-        left -= min(left, len(u))
+    append_filler(prompt, filler, gap, rng)
     prompt.extend(marker)
     return prompt, number, range(len(marker) + 1, len(marker) + len(number))
 

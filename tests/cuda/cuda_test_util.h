@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -121,6 +122,13 @@ inline std::vector<PolicyCase> evicting_policy_cases() {
        {{"start_size", "2"}, {"recent_size", "6"}, {"heavy_size", "4"}, {"history", "5"}},
        true},
   };
+}
+
+// "neox-par-r25", F16 -> "par_r25_f16" (test names allow only [A-Za-z0-9_]).
+inline std::string param_name(const char* model, kvc_dtype dtype) {
+  std::string s = std::string(model).substr(5);
+  std::replace(s.begin(), s.end(), '-', '_');
+  return s + (dtype == KVC_DTYPE_BF16 ? "_bf16" : "_f16");
 }
 
 }  // namespace kvc::cudatest

@@ -116,13 +116,6 @@ std::vector<float> decode(kvc_model* m, const std::vector<int32_t>& t, int vocab
   return logits;
 }
 
-// "neox-par-r25", F16 -> "par_r25_f16" (test names allow only [A-Za-z0-9_]).
-std::string param_name(const char* model, kvc_dtype dtype) {
-  std::string s = std::string(model).substr(5);
-  std::replace(s.begin(), s.end(), '-', '_');
-  return s + (dtype == KVC_DTYPE_BF16 ? "_bf16" : "_f16");
-}
-
 class GpuParity : public ::testing::TestWithParam<std::tuple<const char*, kvc_dtype>> {};
 
 TEST_P(GpuParity, PrefillLogits) {

@@ -231,12 +231,6 @@ std::vector<float> decode_logits(kvc_model* m, kvc_position_mode mode, const Env
   return logits;
 }
 
-std::string param_name(const char* model, kvc_dtype dtype) {
-  std::string s = std::string(model).substr(5);
-  std::replace(s.begin(), s.end(), '-', '_');
-  return s + (dtype == KVC_DTYPE_BF16 ? "_bf16" : "_f16");
-}
-
 class GpuSwitches : public ::testing::TestWithParam<std::tuple<const char*, kvc_dtype>> {};
 
 const Env kDefaults = {};
