@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,34 @@ inline std::string cuda_load_error() {
   const kvc_status st = load(fixture_model("neox-par-r25"), KVC_BACKEND_CUDA, KVC_DTYPE_F16, &m);
   if (st == KVC_OK) return "";
   return std::string(kvc_status_name(st)) + ": " + kvc_last_error();
+}
+
+// Token ids drawn uniformly from [0, vocab) with a fixed seed.
+inline std::vector<int32_t> random_tokens(int vocab, size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> d(0, vocab - 1);
+  std::vector<int32_t> t(n);
+  for (auto& v : t) v = d(rng);
+  return t;
+}
+
+// A session of `m` with the bundled policies; a failure to create it fails the test, with
+// `context` in the message.
+inline SessionPtr open_session(kvc_model* m, kvc_position_mode mode, const char* policy,
+                               const std::vector<kvc_param>& params,
+                               const std::string& context = "") {
+  kvc_session_options o;
+  kvc_session_options_init(&o);
+  o.positions = mode;
+  o.policy = policy;
+  o.params = params.empty() ? nullptr : params.data();
+  o.n_params = params.size();
+  static const std::string dir = policy_dir();
+  o.policy_path = dir.c_str();
+  kvc_session* s = nullptr;
+  EXPECT_EQ(kvc_session_create(m, &o, &s), KVC_OK)
+      << context << (context.empty() ? "" : ": ") << kvc_last_error();
+  return SessionPtr(s);
 }
 
 // Separators for sepllm and unified: token ids (the fixture models have no tokenizer).

@@ -58,27 +58,9 @@ Pair load_pair(const std::string& name, kvc_dtype dtype) {
   return p;
 }
 
-std::vector<int32_t> tokens(int vocab, size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> d(0, vocab - 1);
-  std::vector<int32_t> t(n);
-  for (auto& v : t) v = d(rng);
-  return t;
-}
-
 SessionPtr session(kvc_model* m, kvc_position_mode mode, const char* policy = nullptr,
                    const std::vector<kvc_param>& params = {}) {
-  kvc_session_options o;
-  kvc_session_options_init(&o);
-  o.positions = mode;
-  o.policy = policy;
-  o.params = params.empty() ? nullptr : params.data();
-  o.n_params = params.size();
-  static const std::string dir = policy_dir();
-  o.policy_path = dir.c_str();
-  kvc_session* s = nullptr;
-  EXPECT_EQ(kvc_session_create(m, &o, &s), KVC_OK) << kvc_last_error();
-  return SessionPtr(s);
+  return open_session(m, mode, policy, params);
 }
 
 float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
@@ -123,7 +105,7 @@ TEST_P(GpuParity, PrefillLogits) {
   const auto [name, dtype] = GetParam();
   Pair p = load_pair(name, dtype);
   ASSERT_TRUE(p.cpu && p.gpu);
-  const auto t = tokens(p.vocab, 40, 1);
+  const auto t = random_tokens(p.vocab, 40, 1);
   EXPECT_LE(max_abs_diff(prefill(p.cpu.get(), t, p.vocab), prefill(p.gpu.get(), t, p.vocab)),
             p.logit_tol);
 }
@@ -133,7 +115,7 @@ TEST_P(GpuParity, DecodeLogitsInBothPositionModes) {
   const auto [name, dtype] = GetParam();
   Pair p = load_pair(name, dtype);
   ASSERT_TRUE(p.cpu && p.gpu);
-  const auto t = tokens(p.vocab, 32, 2);
+  const auto t = random_tokens(p.vocab, 32, 2);
   for (const auto mode : {KVC_POSITIONS_SHIFT, KVC_POSITIONS_ORIGINAL})
     EXPECT_LE(max_abs_diff(decode(p.cpu.get(), t, p.vocab, mode),
                            decode(p.gpu.get(), t, p.vocab, mode)),
@@ -164,7 +146,7 @@ TEST_P(GpuPolicyParity, PerTokenNllAndKeepSetsOfEveryPolicy) {
   kvc_model_info info;
   kvc_model_info_init(&info);
   kvc_model_get_info(p.cpu.get(), &info);
-  const auto t = tokens(p.vocab, 64, 3);
+  const auto t = random_tokens(p.vocab, 64, 3);
   for (const auto& pc : policy_cases()) {
     for (const auto mode : {KVC_POSITIONS_SHIFT, KVC_POSITIONS_ORIGINAL}) {
       SCOPED_TRACE(std::string(pc.label) + (mode == KVC_POSITIONS_SHIFT ? " shift" : " original"));
@@ -223,7 +205,7 @@ TEST_P(GpuPolicyParity, DerivedSignals) {
   kvc_model_info info;
   kvc_model_info_init(&info);
   kvc_model_get_info(p.cpu.get(), &info);
-  const auto t = tokens(p.vocab, 40, 5);
+  const auto t = random_tokens(p.vocab, 40, 5);
   struct Case {
     const char* policy;
     std::vector<kvc_param> params;

@@ -86,26 +86,8 @@ std::string describe(const Env& env) {
 
 SessionPtr session(kvc_model* m, kvc_position_mode mode, const Env& env,
                    const char* policy = nullptr, const std::vector<kvc_param>& params = {}) {
-  ScopedEnv scoped(env);
-  kvc_session_options o;
-  kvc_session_options_init(&o);
-  o.positions = mode;
-  o.policy = policy;
-  o.params = params.empty() ? nullptr : params.data();
-  o.n_params = params.size();
-  static const std::string dir = policy_dir();
-  o.policy_path = dir.c_str();
-  kvc_session* s = nullptr;
-  EXPECT_EQ(kvc_session_create(m, &o, &s), KVC_OK) << describe(env) << ": " << kvc_last_error();
-  return SessionPtr(s);
-}
-
-std::vector<int32_t> tokens(int vocab, size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> d(0, vocab - 1);
-  std::vector<int32_t> t(n);
-  for (auto& v : t) v = d(rng);
-  return t;
+  ScopedEnv scoped(env);  // the switches are read when the session starts
+  return open_session(m, mode, policy, params, describe(env));
 }
 
 float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
@@ -252,7 +234,7 @@ TEST_P(GpuSwitches, DeviceRulesEqualHostRules) {
   const auto [name, dtype] = GetParam();
   Model g = load_gpu(name, dtype);
   ASSERT_TRUE(g.m);
-  const auto t = tokens(g.vocab, 64, 3);
+  const auto t = random_tokens(g.vocab, 64, 3);
   for (const auto& pc : evicting_policy_cases())
     for (const auto mode : {KVC_POSITIONS_SHIFT, KVC_POSITIONS_ORIGINAL}) {
       SCOPED_TRACE(std::string(pc.label) + (mode == KVC_POSITIONS_SHIFT ? " shift" : " original"));
@@ -269,7 +251,7 @@ TEST_P(GpuSwitches, LiveSignalFetchEqualsFullFetch) {
   const auto [name, dtype] = GetParam();
   Model g = load_gpu(name, dtype);
   ASSERT_TRUE(g.m);
-  const auto t = tokens(g.vocab, 64, 4);
+  const auto t = random_tokens(g.vocab, 64, 4);
   for (const auto& pc : evicting_policy_cases()) {
     SCOPED_TRACE(pc.label);
     expect_identical(score_run(g.m.get(), KVC_POSITIONS_SHIFT, kDefaults, pc, t),
@@ -284,7 +266,7 @@ TEST_P(GpuSwitches, GraphsEqualNoGraphs) {
   const auto [name, dtype] = GetParam();
   Model g = load_gpu(name, dtype);
   ASSERT_TRUE(g.m);
-  const auto t = tokens(g.vocab, 48, 5);
+  const auto t = random_tokens(g.vocab, 48, 5);
   for (const auto mode : {KVC_POSITIONS_SHIFT, KVC_POSITIONS_ORIGINAL}) {
     const auto off = decode_logits(g.m.get(), mode, kDefaults, t, g.vocab);
     const auto on = decode_logits(g.m.get(), mode, kGraphs, t, g.vocab);
@@ -292,7 +274,7 @@ TEST_P(GpuSwitches, GraphsEqualNoGraphs) {
     EXPECT_GT(max_abs_diff(on, std::vector<float>(on.size(), 0.0f)), 0.0f)
         << "the graph path delivered no logits";
   }
-  const auto s = tokens(g.vocab, 64, 6);
+  const auto s = random_tokens(g.vocab, 64, 6);
   for (const auto& pc : evicting_policy_cases()) {
     SCOPED_TRACE(pc.label);
     expect_close(score_run(g.m.get(), KVC_POSITIONS_SHIFT, kDefaults, pc, s),
@@ -307,7 +289,7 @@ TEST_P(GpuSwitches, SplitKEqualsBlockAttention) {
   const auto [name, dtype] = GetParam();
   Model g = load_gpu(name, dtype);
   ASSERT_TRUE(g.m);
-  const auto t = tokens(g.vocab, 96, 7);
+  const auto t = random_tokens(g.vocab, 96, 7);
   for (const auto mode : {KVC_POSITIONS_SHIFT, KVC_POSITIONS_ORIGINAL})
     EXPECT_LE(max_abs_diff(decode_logits(g.m.get(), mode, kDefaults, t, g.vocab),
                            decode_logits(g.m.get(), mode, kSplitK, t, g.vocab)),
@@ -341,7 +323,7 @@ TEST_P(GpuSwitches, AllSwitchesTogether) {
   const auto [name, dtype] = GetParam();
   Model g = load_gpu(name, dtype);
   ASSERT_TRUE(g.m);
-  const auto t = tokens(g.vocab, 80, 8);
+  const auto t = random_tokens(g.vocab, 80, 8);
   for (const auto& pc : evicting_policy_cases()) {
     SCOPED_TRACE(pc.label);
     expect_close(score_run(g.m.get(), KVC_POSITIONS_ORIGINAL, kDefaults, pc, t),
