@@ -37,12 +37,11 @@ for part in "${parts[@]}"; do
       ;;
     passkey | needle)
       # Accuracy over prompt length x depth of the key, one panel per method (depths 0..100 %,
-      # 5 instances per cell; a needle prompt needs more than 128 tokens of fixed text). The
-      # embedded model scores 0 everywhere, the full cache included (docs/embedded-model.md,
-      # "Retrieval"), so these stay in outputs/ and the README shows none.
+      # 5 instances per cell; a needle prompt needs more than 128 tokens of fixed text).
       lengths=(128 256 384 512)
       [ "$part" = needle ] && lengths=(192 256 384 512)
       eval_ --task "$part" --task_lengths "${lengths[@]}" --output_dir "outputs/task_$part"
+      cp "outputs/task_$part/task_$part.png" "docs/figures/task_$part.png"
       ;;
     *)
       echo "scripts/figures.sh: unknown part '$part' (expected loss, sweep, passkey or needle)" >&2

@@ -20,11 +20,17 @@ docs/embedded-model.md):
                   intermediate 1024, gelu, rotary_pct 0.25 (16 rotary dims), rotary base
                   10000, parallel residual, untied embeddings, max positions 2048,
                   vocab_size 3072 (tokenizer padded to a multiple of 128 like Pythia)
-  training        documents = books, each followed by <|endoftext|>; random windows of
-                  512 tokens from the concatenated stream, batch 8, 250 steps; AdamW
-                  (betas 0.9/0.95, weight decay 0.1, not on biases/LayerNorms), peak lr 2e-3,
-                  linear warmup (20 steps) then cosine decay to 10 %, grad-norm clip 1.0;
-                  float32; 2 threads
+  training        stage 1 (language): documents = books, each followed by <|endoftext|>;
+                  random windows of 512 tokens from the concatenated stream, batch 8,
+                  250 steps; AdamW (betas 0.9/0.95, weight decay 0.1, not on
+                  biases/LayerNorms), peak lr 2e-3, linear warmup (20 steps) then cosine
+                  decay to 10 %, grad-norm clip 1.0; float32; 2 threads
+                  stage 2 (induction): 300 steps x 128 rows of 32 tokens, spans of 3-8
+                  distinct digits repeated 2-4 times; AdamW (weight decay 0.1), lr 2e-3
+                  stage 3 (retrieval): 600 steps x (3 KJV windows, 2 rows of digit-string
+                  copies over filler gaps, 3 rows of passkey/needle/copy instances in
+                  kvc-eval's formats) x 512 tokens; no loss on tokens nothing predicts;
+                  AdamW (weight decay 0.1), lr 1e-3
   evaluation      each eval file tokenized alone, cut into 512-token chunks, mean NLL over
                   all predicted tokens; compared with a unigram model fitted on train
 Weights are stored in float32 (model.safetensors) with save_pretrained(safe_serialization=True).
@@ -50,6 +56,14 @@ TOKENIZER_VOCAB = 3000
 SPECIAL_TOKENS = ["<|endoftext|>", "<|padding|>"]  # ids 0 and 1, as in GPT-NeoX-20B
 VOCAB_MULTIPLE = 128
 CONTEXT = 512
+# Stages 2 and 3 (after the 250 KJV steps): see induction_stage and retrieval_stage.
+INDUCTION_STEPS = 300
+INDUCTION_ROWS = 128
+INDUCTION_CONTEXT = 32
+INDUCTION_LR = 2e-3
+RETRIEVAL_STEPS = 600
+RETRIEVAL_ROWS = (3, 2, 3)  # KJV windows, digit-copy rows, task rows per step
+RETRIEVAL_LR = 1e-3
 
 MODEL_CONFIG = dict(
     hidden_size=256,
@@ -84,16 +98,14 @@ def parse_args():
     p.add_argument("--batch", type=int, default=8, help="sequences per step (default: 8)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
     p.add_argument("--warmup", type=int, default=20, help="warmup steps (default: 20)")
-    p.add_argument("--synthetic", type=int, default=0,
-                   help="experimental: synthetic task rows (passkey, needle, copy, digit copies) "
-                   "added to each step's batch (default: 0)")
-    p.add_argument("--induction-steps", type=int, default=0,
-                   help="experimental: steps on digit copies before the main run (default: 0)")
-    p.add_argument("--answer-weight", type=float, default=1.0,
-                   help="experimental: weight of the synthetic answers' mean loss, added to "
-                   "the mean over all tokens (default: 1.0; only with --synthetic)")
+    p.add_argument("--induction-steps", type=int, default=INDUCTION_STEPS,
+                   help="stage 2: steps on short repeated digit spans, which form the copy "
+                   f"(induction) heads (default: {INDUCTION_STEPS}; 0 skips stages 2 and 3)")
+    p.add_argument("--retrieval-steps", type=int, default=RETRIEVAL_STEPS,
+                   help="stage 3: steps mixing KJV windows, digit copies over filler gaps and "
+                   f"passkey/needle/copy instances (default: {RETRIEVAL_STEPS})")
     p.add_argument("--task-eval", action="store_true",
-                   help="also measure the tasks (full context) at each intermediate evaluation")
+                   help="also measure the tasks (full context) at each evaluation of stage 3")
     p.add_argument("--init", type=Path, help=argparse.SUPPRESS)  # experiments: start from a model
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     p.add_argument("--eval-every", type=int, default=50,
@@ -368,12 +380,16 @@ def append_filler(prompt, filler, gap, rng):
 def make_copy(tok, filler, pool, span, gap, rng):
     """tasks.cpp's make_copy: "\\n>>" + span distinct pool ids + exactly `gap` filler tokens +
     "\\n>>"; the answer is the span."""
-    ids = distinct(lambda: rng.choice(pool), span)
+    return copy_of(tok, filler, distinct(lambda: rng.choice(pool), span), gap, rng)
+
+
+def copy_of(tok, filler, ids, gap, rng):
+    """make_copy's layout for given ids: "\n>>" + ids + `gap` filler tokens + "\n>>"."""
     marker = encode(tok, "\n>>")
     prompt = marker + ids
     append_filler(prompt, filler, gap, rng)
     prompt.extend(marker)
-    return prompt, ids, range(len(marker), len(marker) + span)
+    return prompt, ids, range(len(marker), len(marker) + len(ids))
 
 
 def word_pool(tok, vocab):
@@ -386,42 +402,22 @@ def word_pool(tok, vocab):
     return pool
 
 
-def make_digit_copy(tok, filler, digits, gap, rng):
-    """A number of `digits` random digits after "\\n>>", `gap` filler tokens, "\\n>>" again; the
-    answer is the number. Not a kvc-eval task: it teaches the model to copy digit strings (the
-    passkey and needle answers are numbers, one token per digit), which single-token matching
-    cannot do when digits repeat."""
-    number = encode(tok, " " + "".join(str(rng.randrange(10)) for _ in range(digits)))
-    marker = encode(tok, "\n>>")
-    prompt = marker + number
-    append_filler(prompt, filler, gap, rng)
-    prompt.extend(marker)
-    return prompt, number, range(len(marker) + 1, len(marker) + len(number))
-
-
 # Shares of the synthetic instances (they are drawn independently for each slot of a row).
-# Every other synthetic row holds digit copies only: many short instances, so that the model
-# learns to copy digit strings early, which the passkey and needle answers need.
 TASK_MIX = [("passkey", 0.45), ("needle_single", 0.20), ("needle_multikey", 0.10),
             ("needle_multivalue", 0.05), ("copy", 0.20)]
-DIGIT_MIX = [("digits", 1.0)]
 
 
 def make_instance(tok, task, filler, pool, room, rng):
     """One instance of `task` that fits in `room` tokens (prompt + answer), or None.
     Returns (ids, hidden, n_answer): hidden are the indices of ids whose value cannot be
     predicted; the last n_answer ids are the answer."""
-    if task in ("copy", "digits"):
-        span = rng.randint(8, 24) if task == "copy" else rng.randint(4, 12)
+    if task == "copy":
+        span = rng.randint(8, 24)
         if room < 2 * span + 8 + 1:
             return None
         most = min(room - 2 * span - 8, CONTEXT - 2 * span - 8)
-        longest = CONTEXT if task == "copy" else CONTEXT // 2
-        gap = min(most, int(math.exp(rng.uniform(0, math.log(longest)))) - 1)
-        if task == "copy":
-            prompt, answer, hidden = make_copy(tok, filler, pool, span, gap, rng)
-        else:
-            prompt, answer, hidden = make_digit_copy(tok, filler, span, gap, rng)
+        gap = min(most, int(math.exp(rng.uniform(0, math.log(CONTEXT)))) - 1)
+        prompt, answer, hidden = make_copy(tok, filler, pool, span, gap, rng)
     else:
         make = (lambda length, depth: make_passkey(tok, filler, length, depth, rng)) \
             if task == "passkey" else \
@@ -464,56 +460,141 @@ def synthetic_row(tok, fillers, pool, stream, rng, mix=TASK_MIX):
     return row, hidden, answers
 
 
-def induction_warmup(model, tok, fillers, stream, steps, rows=4, lr=1e-3, seed=SEED + 3):
-    """Before the main run: `steps` steps on rows packed with copies of spans of distinct digits
-    only (the rest of each row KJV text), at a constant learning rate after 10 warmup steps, so
-    that the model forms induction (copy) heads, which the sparse synthetic share of the main
-    run does not make it form in time. Its own optimizer and generator."""
+def digit_copy_row(tok, fillers, stream, digits, rng, max_gap=300):
+    """A stage-3 row of CONTEXT + 1 tokens: copies of strings of 3-8 digits over filler gaps of
+    0..max_gap tokens (make_copy's format), each followed by <|endoftext|>, then a KJV window.
+    Half the strings have distinct digits (the next digit follows from the current one, as
+    stage 2 taught), half are random like the passkeys. Returns (ids, hidden positions, answer
+    positions)."""
+    row, hidden, answers = [], [], []
+    while True:
+        span = rng.randint(3, 8)
+        gap = int(math.exp(rng.uniform(0, math.log(max_gap + 1)))) - 1
+        if 2 * span + gap + 6 > CONTEXT - len(row):
+            break
+        filler = rng.choice(fillers)
+        if rng.random() < 0.5:
+            prompt, answer, h = make_copy(tok, filler, digits, span, gap, rng)
+        else:  # digits may repeat, as in the passkeys: the next digit needs two to match
+            number = [rng.choice(digits) for _ in range(span)]
+            prompt, answer, h = copy_of(tok, filler, number, gap, rng)
+        hidden.extend(len(row) + i for i in h)
+        answers.extend(len(row) + len(prompt) + i for i in range(len(answer)))
+        row.extend(prompt + answer + [0])
+    rest = CONTEXT + 1 - len(row)
+    s = rng.randrange(len(stream) - rest)
+    row.extend(stream[s:s + rest].tolist())
+    return row, hidden, answers
+
+
+def masked_step(model, opt, rows, hidden_rows, answer_rows, lr):
+    """One AdamW step on rows of CONTEXT + 1 ids, with no loss on the hidden positions (tokens
+    nothing before them can predict). Returns (per-token loss [rows, CONTEXT], answers mask)."""
+    batch = torch.tensor(rows, dtype=torch.long)
+    target = batch[:, 1:].clone()
+    answers = torch.zeros_like(target, dtype=torch.bool)
+    for r, (hidden, answer) in enumerate(zip(hidden_rows, answer_rows)):
+        target[r, [h - 1 for h in hidden if h >= 1]] = -100
+        answers[r, [a - 1 for a in answer]] = True
+    for group in opt.param_groups:
+        group["lr"] = lr
+    logits = model(batch[:, :-1]).logits
+    token_loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+        reduction="none").reshape(target.shape)
+    counted = (target != -100).float()
+    loss = (token_loss * counted).sum() / counted.sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return token_loss.detach(), answers
+
+
+def induction_stage(model, tok, steps, seed=SEED + 3):
+    """Stage 2: rows of INDUCTION_CONTEXT tokens, each a span of 3-8 distinct digits repeated
+    2-4 times, over and over. Induction heads do not form in 512-token rows (KJV-only or with
+    sparse synthetic rows, see docs/embedded-model.md): at the start every key gets about
+    1/512 of the attention, so the gradient towards the one right key is tiny. In 32-token
+    rows it gets about 1/32 and the heads form within a few hundred steps. The language
+    model suffers (it sees only digits here); stage 3 restores it."""
     rng = random.Random(seed)
     digits = [tok.token_to_id(str(d)) for d in range(10)]
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=INDUCTION_LR, betas=(0.9, 0.95),
+                            weight_decay=0.1)
     model.train()
     t0 = time.time()
     recent = []
     for step in range(steps):
-        batch, target = [], []
-        answer_mask = torch.zeros(rows, CONTEXT, dtype=torch.bool)
-        for r in range(rows):
-            row, hidden = [], []
-            while True:
-                span = rng.randint(4, 10)
-                gap = int(math.exp(rng.uniform(0, math.log(301)))) - 1
-                if 2 * span + gap + 7 > CONTEXT - len(row):
-                    break
-                prompt, answer, h = make_copy(tok, rng.choice(fillers), digits, span, gap, rng)
-                hidden.extend(len(row) + i for i in h)
-                answer_mask[r, [len(row) + len(prompt) + i - 1 for i in range(len(answer))]] = True
-                row.extend(prompt + answer + [0])
-            rest = CONTEXT + 1 - len(row)
-            s = rng.randrange(len(stream) - rest)
-            row.extend(stream[s:s + rest].tolist())
-            ids = torch.tensor(row, dtype=torch.long)
-            t = ids[1:].clone()
-            t[[i - 1 for i in hidden]] = -100
-            batch.append(ids)
-            target.append(t)
-        batch, target = torch.stack(batch), torch.stack(target)
+        rows, repeats = [], []
+        for _ in range(INDUCTION_ROWS):
+            row, repeat = [], []
+            while len(row) < INDUCTION_CONTEXT + 1:
+                span = rng.randint(3, 8)
+                seq = rng.sample(digits, span)
+                for copy in range(rng.randint(2, 4)):
+                    row.extend(seq)
+                    repeat.extend([copy > 0] * span)
+            rows.append(row[:INDUCTION_CONTEXT + 1])
+            repeats.append(repeat[1:INDUCTION_CONTEXT + 1])
+        batch = torch.tensor(rows, dtype=torch.long)
         for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 10)
+            group["lr"] = INDUCTION_LR * min(1.0, (step + 1) / 10)
         logits = model(batch[:, :-1]).logits
         token_loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
-            reduction="none").reshape(target.shape)
-        counted = (target != -100).float()
-        loss = (token_loss * counted).sum() / counted.sum()
+            logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+            reduction="none").reshape(batch.shape[0], -1)
+        loss = token_loss.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        recent.append(token_loss[answer_mask].mean().item())
+        recent.append(token_loss[torch.tensor(repeats)].mean().item())
         if (step + 1) % 10 == 0 or step == 0:
-            print(f"induction step {step + 1}/{steps} answers {np.mean(recent[-10:]):.4f} "
-                  f"{time.time() - t0:.0f}s", flush=True)
+            print(f"induction step {step + 1}/{steps} repeated digits "
+                  f"{np.mean(recent[-10:]):.4f} {time.time() - t0:.0f}s", flush=True)
+    return float(np.mean(recent[-10:]))
+
+
+def retrieval_stage(model, tok, fillers, stream, pool, steps, on_eval, seed=SEED + 4):
+    """Stage 3: each step RETRIEVAL_ROWS (KJV windows, digit-copy rows, task rows), at a
+    constant learning rate after 10 warmup steps. The KJV windows bring the language model
+    back after stage 2; the digit copies stretch the induction heads over long filler gaps;
+    the task rows (passkey, needles, word-span copies in kvc-eval's formats) teach the
+    prompts' answer formats. on_eval(step) runs every 50 steps and at the end."""
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    digits = [tok.token_to_id(str(d)) for d in range(10)]
+    n_kjv, n_copy, n_task = RETRIEVAL_ROWS
+    opt = torch.optim.AdamW(model.parameters(), lr=RETRIEVAL_LR, betas=(0.9, 0.95),
+                            weight_decay=0.1)
+    model.train()
+    t0 = time.time()
+    kjv_losses, answer_losses = [], []
+    for step in range(steps):
+        rows, hidden, answers = [], [], []
+        for s in torch.randint(0, len(stream) - CONTEXT - 1, (n_kjv,), generator=gen).tolist():
+            rows.append(stream[s:s + CONTEXT + 1].tolist())
+            hidden.append([])
+            answers.append([])
+        for make in [lambda: digit_copy_row(tok, fillers, stream, digits, rng)] * n_copy + \
+                [lambda: synthetic_row(tok, fillers, pool, stream, rng)] * n_task:
+            ids, h, a = make()
+            rows.append(ids)
+            hidden.append(h)
+            answers.append(a)
+        lr = RETRIEVAL_LR * min(1.0, (step + 1) / 10)
+        token_loss, answer_mask = masked_step(model, opt, rows, hidden, answers, lr)
+        kjv_losses.append(token_loss[:n_kjv].mean().item())
+        answer_losses.append(token_loss[answer_mask].mean().item())
+        if (step + 1) % 10 == 0 or step == 0:
+            print(f"retrieval step {step + 1}/{steps} kjv {np.mean(kjv_losses[-10:]):.4f} "
+                  f"answers {np.mean(answer_losses[-10:]):.4f} {time.time() - t0:.0f}s",
+                  flush=True)
+        if (step + 1) % 50 == 0 or step + 1 == steps:
+            on_eval(step + 1)
+            model.train()
+    return float(np.mean(kjv_losses[-50:])), float(np.mean(answer_losses[-50:]))
 
 
 def generate_greedy(model, prompt, n):
@@ -613,8 +694,6 @@ def main():
                     text_filler(tok, "".join(p.read_text(encoding="utf-8")
                                              for p in sorted(eval_dir.glob("*.txt"))), "kjv")]
     pool = word_pool(tok, vocab)
-    syn_rng = random.Random(SEED + 1)
-    print(f"synthetic rows per step {args.synthetic} (word pool {len(pool)} tokens)", flush=True)
 
     config = GPTNeoXConfig(vocab_size=padded_vocab, **MODEL_CONFIG)
     model = GPTNeoXForCausalLM(config)
@@ -622,9 +701,6 @@ def main():
         model = GPTNeoXForCausalLM.from_pretrained(args.init)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params}", flush=True)
-
-    if args.induction_steps:
-        induction_warmup(model, tok, fillers, stream, args.induction_steps)
 
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -642,46 +718,17 @@ def main():
     gen = torch.Generator().manual_seed(SEED)
     model.train()
     t_train = time.time()
-    recent = []  # KJV rows' loss per step
-    syn_losses = []  # synthetic rows' loss per step (predictable tokens only)
-    answer_losses = []  # the loss on the synthetic instances' answers
+    recent = []
     history = []
     for step in range(args.steps):
         starts = torch.randint(0, len(stream) - CONTEXT - 1, (args.batch,), generator=gen)
-        rows = [stream[s:s + CONTEXT + 1] for s in starts.tolist()]
-        targets = [r[1:].clone() for r in rows]
-        answer_mask = torch.zeros(args.synthetic, CONTEXT, dtype=torch.bool)
-        for r in range(args.synthetic):
-            ids, hidden, answers = synthetic_row(tok, fillers, pool, stream, syn_rng,
-                                                 DIGIT_MIX if r % 2 == 0 else TASK_MIX)
-            rows.append(torch.tensor(ids, dtype=torch.long))
-            t = rows[-1][1:].clone()
-            t[[h - 1 for h in hidden if h >= 1]] = -100  # unpredictable: no loss
-            targets.append(t)
-            answer_mask[r, [a - 1 for a in answers]] = True
-        batch = torch.stack(rows)
-        target = torch.stack(targets)
+        batch = torch.stack([stream[s:s + CONTEXT + 1] for s in starts.tolist()])
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         logits = model(batch[:, :-1]).logits
-        if not args.synthetic:  # the committed model's loss, computed exactly as it was
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                     batch[:, 1:].reshape(-1))
-            kjv_loss = loss.item()
-        else:
-            token_loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
-                reduction="none").reshape(target.shape)
-            counted = (target != -100).float()
-            loss = (token_loss * counted).sum() / counted.sum()
-            kjv_loss = token_loss[:args.batch].mean().item()
-            syn_losses.append(((token_loss[args.batch:] * counted[args.batch:]).sum() /
-                               counted[args.batch:].sum()).item())
-            answer_loss = token_loss[args.batch:][answer_mask].mean()
-            answer_losses.append(answer_loss.item())
-            # The answers are about 1 % of the tokens: their mean is added with its own weight,
-            # or their gradient would drown in the text's.
-            loss = loss + args.answer_weight * answer_loss
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 batch[:, 1:].reshape(-1))
+        kjv_loss = loss.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -689,18 +736,12 @@ def main():
         recent.append(kjv_loss)
         if (step + 1) % 10 == 0 or step == 0:
             elapsed = time.time() - t_train
-            syn = (f" synthetic {np.mean(syn_losses[-10:]):.4f} answers "
-                   f"{np.mean(answer_losses[-10:]):.4f}" if syn_losses else "")
-            print(f"step {step + 1}/{args.steps} loss {np.mean(recent[-10:]):.4f}{syn} "
+            print(f"step {step + 1}/{args.steps} loss {np.mean(recent[-10:]):.4f} "
                   f"lr {lr_at(step):.2e} {elapsed:.0f}s", flush=True)
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             nll, _ = evaluate(model, eval_tokens, CONTEXT)
             history.append((step + 1, nll))
             print(f"  eval @ {step + 1}: nll {nll:.4f} ppl {math.exp(nll):.2f}", flush=True)
-            if args.task_eval:
-                tasks = evaluate_tasks(model, tok, eval_fillers, pool, vocab)
-                print("  tasks: " + ", ".join(f"{k} {v:.2f}" for k, v in tasks.items()),
-                      flush=True)
             if args.save_interim:
                 # A usable (if undertrained) model early, for long runs on a busy machine.
                 save(model, tok, args.out)
@@ -708,14 +749,44 @@ def main():
                     f"# kjv-mini: interim checkpoint\n\nStep {step + 1} of {args.steps}; "
                     f"held-out NLL {nll:.4f} (PPL {math.exp(nll):.2f}). Training continues.\n",
                     encoding="utf-8")
-    train_seconds = time.time() - t_train
     final_train_loss = float(np.mean(recent[-50:]))
+    nll, _ = evaluate(model, eval_tokens, CONTEXT)
+    history.append((args.steps, nll))
+    print(f"stage 1 done: held-out nll {nll:.4f} ppl {math.exp(nll):.2f}", flush=True)
+
+    stages = []
+    if args.induction_steps:
+        repeated = induction_stage(model, tok, args.induction_steps)
+        stages.append(f"stage 2: {args.induction_steps} steps x {INDUCTION_ROWS} x "
+                      f"{INDUCTION_CONTEXT} tokens of repeated digit spans, lr {INDUCTION_LR}; "
+                      f"loss on the repeats (last 10 steps) {repeated:.4f}")
+
+        def on_eval(step):
+            step_nll, _ = evaluate(model, eval_tokens, CONTEXT)
+            history.append((args.steps + args.induction_steps + step, step_nll))
+            print(f"  eval @ retrieval {step}: nll {step_nll:.4f} ppl {math.exp(step_nll):.2f}",
+                  flush=True)
+            if args.task_eval and step < args.retrieval_steps:
+                tasks = evaluate_tasks(model, tok, eval_fillers, pool, vocab)
+                print("  tasks: " + ", ".join(f"{k} {v:.2f}" for k, v in tasks.items()),
+                      flush=True)
+
+        if args.retrieval_steps:
+            kjv3, answers3 = retrieval_stage(model, tok, fillers, stream, pool,
+                                             args.retrieval_steps, on_eval)
+            stages.append(f"stage 3: {args.retrieval_steps} steps x {RETRIEVAL_ROWS} rows "
+                          f"(KJV, digit copies, tasks) x {CONTEXT} tokens, lr {RETRIEVAL_LR}; "
+                          f"KJV loss {kjv3:.4f}, answers' loss {answers3:.4f} (last 50 steps)")
+    train_seconds = time.time() - t_train
 
     nll, per_file = evaluate(model, eval_tokens, CONTEXT)
-    history.append((args.steps, nll))
+    tasks = evaluate_tasks(model, tok, eval_fillers, pool, vocab)
+    print("tasks (full context): " + ", ".join(f"{k} {v:.2f}" for k, v in tasks.items()),
+          flush=True)
     longest = max(eval_tokens, key=lambda k: len(eval_tokens[k]))
     peaked = attention_peakedness(model, eval_tokens[longest], CONTEXT)
-    print(f"final train loss (mean of last 50 steps) {final_train_loss:.4f}", flush=True)
+    print(f"stage 1 final train loss (mean of its last 50 steps) {final_train_loss:.4f}",
+          flush=True)
     print(f"held-out: nll {nll:.4f} ppl {math.exp(nll):.2f} "
           f"(unigram ppl {math.exp(unigram_nll):.2f})", flush=True)
     for name, (f_nll, count) in per_file.items():
@@ -747,17 +818,18 @@ def main():
         f"- Training: {args.steps} steps x {args.batch} x {CONTEXT} tokens "
         f"({args.steps * args.batch * CONTEXT} tokens seen; {len(stream)} train tokens), "
         f"peak lr {args.lr}, warmup {args.warmup}",
-    ] + ([
-        f"- Synthetic: {args.synthetic} rows per step, answer weight {args.answer_weight}; "
-        f"{args.induction_steps} digit-copy steps first"] if args.synthetic or
-         args.induction_steps else []) + [
+    ] + [f"- Then {stage}" for stage in stages] + [
         f"- Training time: {train_seconds:.0f} s (whole script {total_seconds:.0f} s)",
-        f"- Final train loss (mean of the last 50 steps): {final_train_loss:.4f} nats/token",
+        f"- Stage 1 final train loss (mean of its last 50 steps): {final_train_loss:.4f} "
+        "nats/token",
         f"- Held-out ({len(eval_tokens)} files, {n_eval} tokens, {CONTEXT}-token chunks): "
         f"NLL {nll:.4f}, PPL {math.exp(nll):.2f}; unigram baseline PPL "
         f"{math.exp(unigram_nll):.2f}",
-        "- Held-out NLL during training: " + ", ".join(
+        "- Held-out NLL during training (steps counted over all stages): " + ", ".join(
             f"step {s}: {v:.4f}" for s, v in history),
+        "- Tasks with the full context (evaluate_tasks: greedy passkey and single-needle "
+        "accuracy, teacher-forced copy token accuracy): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in tasks.items()),
         "- Relative attention entropy per layer (1 = uniform) on the first "
         f"{CONTEXT} tokens of {longest}: " + ", ".join(f"{x:.3f}" for x in peaked),
         "",

@@ -506,6 +506,40 @@ TEST_F(Programs, TaskRunsAreRecordedAndRepeatable) {
   EXPECT_EQ(count_files("s"), 0);
 }
 
+// The embedded model retrieves a passkey inside its 512-token context with the full cache, and
+// StreamingLLM with a window that has dropped the key cannot: the difference the tasks exist to
+// show (docs/embedded-model.md, "Retrieval").
+TEST_F(Programs, EmbeddedModelRetrievesThePasskeyOnlyWhileTheCacheHoldsIt) {
+  if (!has_kjv_mini()) GTEST_SKIP() << "models/kjv-mini is not present";
+  // Prompts of at most 384 tokens, the key at 20 % depth (its sentence starts at token 112): a
+  // window of the last 64 tokens (plus 4 sinks) starts long after it.
+  const std::vector<std::string> task = {"--task", "passkey", "--task_lengths", "384",
+                                         "--task_depths", "20", "--task_samples", "4",
+                                         "--figures=false"};
+  auto dense = eval(concat(text_model_flags(),
+                           concat({"--mode", "baseline", "--output_dir", "d"}, task)));
+  ASSERT_EQ(dense.rc, 0) << dense.err;
+  auto streaming = eval(concat(text_model_flags(),
+                               concat({"--mode", "streaming", "--start_size", "4",
+                                       "--recent_size", "64", "--output_dir", "s"},
+                                      task)));
+  ASSERT_EQ(streaming.rc, 0) << streaming.err;
+  const json jd = read_json("d/task_passkey_baseline_dense.json");
+  const json js = read_json("s/task_passkey_streaming.json");
+  ASSERT_EQ(jd.at("instances").size(), 4u);
+  ASSERT_EQ(js.at("instances").size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    const json& d = jd.at("instances")[i];
+    const json& s = js.at("instances")[i];
+    ASSERT_EQ(d.at("expected"), s.at("expected"));  // the same instance for both methods
+    // The whole needle sentence (about 30 tokens) lies before the streaming window.
+    EXPECT_LT(s.at("needle_positions")[0].get<int64_t>() + 30,
+              s.at("prompt_tokens").get<int64_t>() - 64);
+    EXPECT_EQ(d.at("score"), 1.0) << "dense, instance " << i << ": " << d.dump();
+    EXPECT_EQ(s.at("score"), 0.0) << "streaming, instance " << i << ": " << s.dump();
+  }
+}
+
 }  // namespace
 
 namespace {
