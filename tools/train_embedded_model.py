@@ -384,7 +384,7 @@ def make_copy(tok, filler, pool, span, gap, rng):
 
 
 def copy_of(tok, filler, ids, gap, rng):
-    """make_copy's layout for given ids: "\n>>" + ids + `gap` filler tokens + "\n>>"."""
+    """make_copy's layout for given ids: "\\n>>" + ids + `gap` filler tokens + "\\n>>"."""
     marker = encode(tok, "\n>>")
     prompt = marker + ids
     append_filler(prompt, filler, gap, rng)
